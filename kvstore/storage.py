@@ -1,0 +1,427 @@
+"""SQLite storage: the one write path (group commit), reads, the change log and the digest.
+
+Three kinds of connection, each with one job:
+- the writer: one connection used only from one dedicated thread. Every write (a batch of
+  client requests on the manager, a batch of replicated changes on a follower, a snapshot
+  install) is one transaction there: one thread hop per batch, not per statement.
+- the point reader: used on the event-loop thread for single-key reads. A WAL read of one row
+  takes microseconds, less than the thread hop aiosqlite would add.
+- aiosqlite: scans that may be long (list pages, change-log reads) run off the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from . import schema
+from .errors import (
+    Compacted,
+    Diverged,
+    EpochMismatch,
+    KeyNotFound,
+    KVError,
+    PreconditionFailed,
+    ShuttingDown,
+    StoreClosed,
+    WaitTimeout,
+)
+from .model import (
+    DELETE,
+    DIGEST_MOD,
+    PUT,
+    Change,
+    Item,
+    Op,
+    WriteRequest,
+    digest_hex,
+    entry_hash,
+    hash_bytes,
+    hash_int,
+)
+
+T = TypeVar("T")
+Listener = Callable[[list[Change]], None]
+MAX_BATCH_OPS = 5000
+Current = tuple[int, int, int] | None  # (version, hash, create_seq) of a key, None if absent
+
+
+@dataclass
+class State:
+    """What the store knows of itself, mirrored from the meta row after each commit."""
+
+    epoch: str | None = None
+    seq: int = 0
+    digest: int = 0
+    keys: int = 0
+    pruned_upto: int = 0  # every change with seq <= this has left the log
+
+    @property
+    def oldest_seq(self) -> int:
+        return self.pruned_upto + 1
+
+
+@dataclass
+class _Pending:
+    request: WriteRequest
+    future: asyncio.Future[list[dict[str, Any]]]
+
+
+class Store:
+    def __init__(self, data_dir: str, *, durability: str = "full", retention: int = 100_000,
+                 fault_skip_seq: int | None = None) -> None:
+        self.path = os.path.join(data_dir, schema.DB_NAME)
+        self.data_dir = data_dir
+        self.durability = durability
+        self.retention = retention
+        self.fault_skip_seq = fault_skip_seq
+        self.state = State()
+        self.batch_sizes: list[int] = []  # drained by metrics
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._scan: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+        self._closing = False
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._wconn = await self._in_writer(schema.connect, self.path, self.durability)
+        self._rconn = schema.connect(self.path, self.durability, readonly=True)
+        self._scan = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._in_writer(self._load_state)
+        self._writer = asyncio.create_task(self._write_loop(), name="kv-group-commit")
+
+    def _load_state(self) -> None:
+        conn = self._wc
+        epoch, seq, digest, keys = conn.execute(schema.READ_META).fetchone()
+        (oldest,) = conn.execute("SELECT min(seq) FROM changes").fetchone()
+        pruned = (oldest - 1) if oldest is not None else seq
+        self.state = State(epoch, seq, int(digest, 16), keys, pruned)
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._writer is not None and not self._writer.done():
+            await self._queue.join()
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for fut in (f for _, _, f in self._waiters if not f.done()):
+            fut.set_exception(StoreClosed("the store is closed"))
+        self._waiters.clear()
+        if self._scan is not None:
+            await self._scan.close()
+        if self._rconn is not None:
+            self._rconn.close()
+        if self._wconn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._wconn.close)
+        self._executor.shutdown(wait=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+    @property
+    def _wc(self) -> sqlite3.Connection:
+        assert self._wconn is not None
+        return self._wconn
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- listeners and waiting for a seq -----------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _publish(self, changes: list[Change]) -> None:
+        if changes:
+            for listener in list(self._listeners):
+                listener(changes)
+        while self._waiters and self._waiters[0][0] <= self.state.seq:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_for_seq(self, seq: int, timeout: float) -> None:
+        """Return once this store has applied `seq`; WaitTimeout after `timeout` seconds."""
+        self._check_open()
+        if self.state.seq >= seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._counter), fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise WaitTimeout(
+                f"this replica has applied seq {self.state.seq}, not yet {seq}, after "
+                f"{timeout:g}s", applied_seq=self.state.seq, min_seq=seq,
+            ) from None
+
+    # --- reads -------------------------------------------------------------------------------
+    def get(self, key: str) -> Item | None:
+        """A point read on the loop thread (no thread hop)."""
+        self._check_open()
+        assert self._rconn is not None
+        row = self._rconn.execute(schema.GET, (key,)).fetchone()
+        if row is None:
+            return None
+        return Item(key, row[0], row[1], row[2], row[3], len(row[0]))
+
+    async def list(self, prefix: str, start_after: str | None, limit: int,
+                   values: bool) -> tuple[list[Item], str | None]:
+        self._check_open()
+        assert self._scan is not None
+        lower, op = prefix, ">="
+        if start_after is not None and start_after >= prefix:
+            lower, op = start_after, ">"
+        cols = "key, value" if values else "key, length(value)"
+        sql = (f"SELECT {cols}, version, mod_seq, create_seq FROM kv WHERE key {op} ? "
+               "ORDER BY key LIMIT ?")
+        async with self._scan.execute(sql, (lower, limit + 1)) as cur:
+            rows = await cur.fetchall()
+        items: list[Item] = []
+        for key, val, version, mod_seq, create_seq in rows:
+            if not key.startswith(prefix):
+                break
+            if values:
+                items.append(Item(key, val, version, mod_seq, create_seq, len(val)))
+            else:
+                items.append(Item(key, b"", version, mod_seq, create_seq, val))
+        more = len(items) > limit
+        items = items[:limit]
+        return items, (items[-1].key if more and items else None)
+
+    async def read_changes(self, from_seq: int, limit: int = 1000) -> list[Change]:
+        """Retained changes with seq >= from_seq; Compacted when from_seq left the log."""
+        self._check_open()
+        assert self._scan is not None
+        if from_seq < self.state.oldest_seq:
+            raise Compacted(
+                f"seq {from_seq} is older than the retained log, which starts at "
+                f"{self.state.oldest_seq}", oldest=self.state.oldest_seq,
+            )
+        sql = "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? ORDER BY seq LIMIT ?"
+        async with self._scan.execute(sql, (from_seq, limit)) as cur:
+            rows = await cur.fetchall()
+        changes = [Change(*row) for row in rows]
+        if changes and changes[0].seq != from_seq:  # pruned while we read
+            raise Compacted(f"seq {from_seq} left the retained log", oldest=changes[0].seq)
+        return changes
+
+    # --- the write path: group commit ---------------------------------------------------------
+    async def write(self, request: WriteRequest) -> list[dict[str, Any]]:
+        """Queue a write; answered once its batch has committed (fsynced under `full`)."""
+        self._check_open()
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry on another replica or later")
+        fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(request, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            ops = len(batch[0].request.ops)
+            while not self._queue.empty() and ops < MAX_BATCH_OPS:
+                batch.append(self._queue.get_nowait())
+                ops += len(batch[-1].request.ops)
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes, changes = await self._in_writer(
+                self._commit_batch, [p.request for p in batch])
+        except Exception as exc:  # the database failed: every request in the batch fails
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self.batch_sizes.append(len(changes))
+        self._publish(changes)
+        for p, outcome in zip(batch, outcomes, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(outcome, KVError):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
+
+    def _commit_batch(self, requests: list[WriteRequest],
+                      ) -> tuple[list[list[dict[str, Any]] | KVError], list[Change]]:
+        """In the writer thread: every request of the batch in one transaction."""
+        conn, st = self._wc, self.state
+        seq, digest, keys = st.seq, st.digest, st.keys
+        now = time.time()
+        outcomes: list[list[dict[str, Any]] | KVError] = []
+        changes: list[Change] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for req in requests:
+                failure = self._check_conditions(conn, req)
+                if failure is not None:
+                    outcomes.append(failure)
+                    continue
+                results: list[dict[str, Any]] = []
+                for op in req.ops:
+                    cur = self._lookup(conn, op.key)
+                    if op.op == DELETE and cur is None:
+                        results.append({"op": DELETE, "key": op.key, "deleted": False})
+                        continue
+                    seq += 1
+                    version = 0 if op.op == DELETE else (cur[0] + 1 if cur else 1)
+                    change = Change(seq, op.op, op.key, version, op.value if op.op == PUT else None, now)
+                    d_digest, d_keys = self._apply(conn, change, cur)
+                    digest, keys = (digest + d_digest) % DIGEST_MOD, keys + d_keys
+                    changes.append(change)
+                    results.append(_result(change, cur))
+                outcomes.append(results)
+            pruned = self._finish(conn, changes, st.epoch, seq, digest, keys)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.state = State(st.epoch, seq, digest, keys, pruned)
+        return outcomes, changes
+
+    def _check_conditions(self, conn: sqlite3.Connection, req: WriteRequest) -> KVError | None:
+        for index, op in enumerate(req.ops):
+            cur = self._lookup(conn, op.key)
+            actual = cur[0] if cur else 0
+            where = f"op {index} ({op.op} {op.key!r})" if req.txn else f"key {op.key!r}"
+            details = {"op_index": index, "key": op.key, "current_version": actual}
+            if op.if_absent and cur is not None:
+                return PreconditionFailed(f"{where}: the key exists (version {actual}) and "
+                                          "If-None-Match: * asks that it does not", **details)
+            if op.if_exists and cur is None:
+                return PreconditionFailed(f"{where}: the key does not exist", **details)
+            if op.if_version is not None and actual != op.if_version:
+                return PreconditionFailed(
+                    f"{where}: expected version {op.if_version}, the current version is "
+                    f"{actual}", expected_version=op.if_version, **details)
+            if op.op == DELETE and cur is None and not req.txn:
+                return KeyNotFound(f"key {op.key!r} does not exist", key=op.key)
+        return None
+
+    @staticmethod
+    def _lookup(conn: sqlite3.Connection, key: str) -> Current:
+        row = conn.execute(schema.LOOKUP, (key,)).fetchone()
+        return None if row is None else (row[0], hash_int(row[1]), row[2])
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, ch: Change, cur: Current) -> tuple[int, int]:
+        """Apply one change to the kv table; returns its (digest delta, key-count delta)."""
+        old_hash = cur[1] if cur else 0
+        if ch.op == DELETE:
+            if cur is None:
+                return 0, 0
+            conn.execute(schema.DELETE_KEY, (ch.key,))
+            return -old_hash, -1
+        assert ch.value is not None
+        new_hash = entry_hash(ch.key, ch.value)
+        create_seq = cur[2] if cur else ch.seq
+        conn.execute(schema.UPSERT, (ch.key, ch.value, ch.version, create_seq, ch.seq,
+                                     hash_bytes(new_hash)))
+        return new_hash - old_hash, (0 if cur else 1)
+
+    def _finish(self, conn: sqlite3.Connection, changes: list[Change], epoch: str | None,
+                seq: int, digest: int, keys: int) -> int:
+        """Log the changes, prune the log a bounded step, write meta and commit."""
+        conn.executemany(schema.INSERT_CHANGE, changes)
+        pruned = self.state.pruned_upto
+        target = seq - self.retention
+        if target > pruned:
+            pruned = min(target, pruned + 2 * len(changes) + 256)
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (pruned,))
+        conn.execute(schema.UPDATE_META, (epoch, seq, digest_hex(digest), keys))
+        conn.execute("COMMIT")
+        return pruned
+
+    # --- followers: apply the manager's changes -------------------------------------------------
+    async def apply(self, changes: list[Change], epoch: str) -> None:
+        """Apply replicated changes in one transaction with the new applied seq."""
+        self._check_open()
+        applied = await self._in_writer(self._apply_batch, changes, epoch)
+        self._publish(applied)
+
+    def _apply_batch(self, changes: list[Change], epoch: str) -> list[Change]:
+        conn, st = self._wc, self.state
+        if st.epoch != epoch:
+            raise EpochMismatch(f"changes of epoch {epoch} cannot apply to a store of epoch "
+                                f"{st.epoch}", ours=st.epoch, theirs=epoch)
+        fresh = [c for c in changes if c.seq > st.seq]
+        if not fresh:
+            return []
+        seq, digest, keys = st.seq, st.digest, st.keys
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for ch in fresh:
+                if ch.seq != seq + 1:
+                    raise Diverged(f"expected seq {seq + 1} next, received {ch.seq}")
+                seq = ch.seq
+                if ch.seq == self.fault_skip_seq:
+                    continue  # the test-only fault: lose this change silently
+                d_digest, d_keys = self._apply(conn, ch, self._lookup(conn, ch.key))
+                digest, keys = (digest + d_digest) % DIGEST_MOD, keys + d_keys
+            pruned = self._finish(conn, fresh, epoch, seq, digest, keys)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.state = State(epoch, seq, digest, keys, pruned)
+        return fresh
+
+    async def set_epoch(self, epoch: str) -> None:
+        """Give an empty store its epoch (a new manager, or a follower before its snapshot)."""
+        self._check_open()
+        await self._in_writer(self._set_epoch, epoch)
+
+    def _set_epoch(self, epoch: str) -> None:
+        st = self.state
+        self._wc.execute(schema.UPDATE_META, (epoch, st.seq, digest_hex(st.digest), st.keys))
+        self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
+
+    # --- snapshots ---------------------------------------------------------------------------
+    async def run_in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """For snapshot install: run `fn(conn, *args)` on the writer connection and thread."""
+        self._check_open()
+        return await self._in_writer(lambda: fn(self._wc, *args))
+
+    def installed(self, state: State) -> None:
+        """Called after a snapshot committed: adopt its state and wake waiters."""
+        self.state = state
+        self._publish([])
+
+
+def _result(change: Change, cur: Current) -> dict[str, Any]:
+    if change.op == DELETE:
+        return {"op": DELETE, "key": change.key, "seq": change.seq, "deleted": True}
+    return {"op": PUT, "key": change.key, "version": change.version, "seq": change.seq,
+            "created": cur is None}
