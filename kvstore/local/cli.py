@@ -1,0 +1,297 @@
+"""`kvstore local up | status | delete-pod | scale | down`: a StatefulSet on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .control import ControlClient, NoCluster, serve_control
+from .pod import CONTROLLED
+from .state import DEFAULT_DIR, Layout, SupervisorLock, process_alive, read_cluster_file
+from .status import pod_statuses, table
+from .supervisor import PodError, Supervisor
+
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+POLL = 0.2
+
+
+# --- up ------------------------------------------------------------------------------------
+def parse_env(items: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`NAME=VALUE` for every pod, `kv-2:NAME=VALUE` for one pod."""
+    common: dict[str, str] = {}
+    per_pod: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, _, assignment = (
+            item.rpartition(":") if ":" in item.split("=")[0] else ("", "", item)
+        )
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env {item!r}: expected NAME=VALUE or POD:NAME=VALUE")
+        (per_pod.setdefault(target, {}) if target else common)[name] = value
+    return common, per_pod
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.2", port))
+        except OSError:
+            return False
+    return True
+
+
+class Announcer:
+    """Prints each pod event as the supervisor records it, and a summary once all are ready."""
+
+    def __init__(self) -> None:
+        self.supervisor: Supervisor | None = None
+        self.announced = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        details = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("time", "pod", "event")
+        )
+        print(f"{event['pod']:<6} {event['event']:<9} {details}", flush=True)
+        sup = self.supervisor
+        if event["event"] != "ready" or sup is None or self.announced:
+            return
+        pods = [sup.pods.get(o) for o in range(sup.replicas)]
+        if all(p is not None and p.ready for p in pods):
+            self.announced = True
+            print(
+                f"{sup.replicas}/{sup.replicas} pods ready; manager {sup.describe()['url']}\n"
+                f"try: kvstore put hello world; kvstore local status; Ctrl-C stops the cluster",
+                flush=True,
+            )
+
+
+async def _supervise(args: argparse.Namespace, root: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith("KV_") and k not in CONTROLLED}
+    common, per_pod = parse_env(args.env)
+    announcer = Announcer()
+    supervisor = Supervisor(
+        root,
+        args.replicas,
+        args.port,
+        grace=args.grace,
+        env={**env, **common},
+        pod_env=per_pod,
+        emit=announcer,
+    )
+    announcer.supervisor = supervisor
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.request_down)
+    await supervisor.run(serve_control)
+
+
+def _up(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        parse_env(args.env)
+    except ValueError as exc:
+        return _fail("up", str(exc), EXIT_USAGE)
+    lock = SupervisorLock(Layout(root).lock_file)
+    if not lock.acquire():
+        return _fail("up", f"a local cluster is already running in {root}", EXIT_FAILED)
+    if not port_free(args.port):
+        lock.release()
+        return _fail("up", f"port {args.port} is in use; choose another with --port", EXIT_FAILED)
+    if args.detach:
+        lock.release()
+        return _detach(args, root)
+    try:
+        asyncio.run(_supervise(args, root))
+    finally:
+        lock.release()
+    return EXIT_OK
+
+
+def _detach(args: argparse.Namespace, root: Path) -> int:
+    """Start the supervisor in the background (its output in supervisor.log), wait for every
+    pod to be ready, and return."""
+    layout = Layout(root)
+    argv = [sys.executable, "-m", "kvstore.cli", "local", "up", "--dir", str(root)]
+    argv += ["--replicas", str(args.replicas), "--port", str(args.port), "--grace", str(args.grace)]
+    for item in args.env:
+        argv += ["--env", item]
+    log_fd = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ]
+        pid = os.posix_spawn(
+            sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True
+        )
+    finally:
+        os.close(log_fd)
+    return asyncio.run(_wait_detached(root, pid, args.replicas, args.timeout))
+
+
+def _child_exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done != 0
+
+
+async def _wait_detached(root: Path, pid: int, replicas: int, timeout: float) -> int:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _child_exited(pid):
+            tail = Layout(root).supervisor_log.read_text(errors="replace").splitlines()[-20:]
+            return _fail("up", "the supervisor exited:\n" + "\n".join(tail), EXIT_FAILED)
+        info = read_cluster_file(root)
+        if info and info.get("pid") == pid and await _all_ready(root, replicas):
+            url = (read_cluster_file(root) or info).get("url")
+            print(f"{replicas}/{replicas} pods ready; manager {url}")
+            print(
+                f"supervisor pid {pid}, log {Layout(root).supervisor_log}; stop: kvstore local down"
+            )
+            return EXIT_OK
+        await asyncio.sleep(POLL)
+    return _fail("up", f"not every pod was ready within {timeout:g}s; see kvstore local status", 1)
+
+
+async def _all_ready(root: Path, replicas: int) -> bool:
+    try:
+        async with ControlClient(root, timeout=5) as control:
+            cluster = await control.cluster()
+    except NoCluster:
+        return False
+    ready = [p for p in cluster["pods"] if p["ready"] and p["ordinal"] < replicas]
+    return len(ready) == replicas and len(cluster["pods"]) == replicas
+
+
+# --- the other subcommands ----------------------------------------------------------------
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"kvstore local {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _with_control(
+    command: str, action: Callable[[ControlClient, argparse.Namespace], Awaitable[int]]
+) -> Callable[[argparse.Namespace], int]:
+    async def run(args: argparse.Namespace, root: Path) -> int:
+        async with ControlClient(root) as control:
+            return await action(control, args)
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(run(args, Path(args.dir).resolve()))
+        except NoCluster as exc:
+            return _fail(command, str(exc), EXIT_FAILED)
+        except PodError as exc:
+            return _fail(command, str(exc), EXIT_FAILED)
+
+    return handler
+
+
+async def _status(control: ControlClient, args: argparse.Namespace) -> int:
+    cluster = await control.cluster()
+    statuses = await pod_statuses(cluster["pods"])
+    if args.json:
+        for pod, status in zip(cluster["pods"], statuses, strict=True):
+            pod["status"] = status
+        if args.events:
+            cluster["events"] = await control.events()
+        print(json.dumps(cluster, indent=2))
+        return EXIT_OK
+    print(table(cluster["pods"], statuses))
+    if args.events:
+        for event in await control.events():
+            stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+            print(f"{stamp} {event['pod']:<6} {event['event']}")
+    return EXIT_OK
+
+
+async def _delete_pod(control: ControlClient, args: argparse.Namespace) -> int:
+    result = await control.delete_pod(args.name, args.force)
+    how = "killed" if args.force else "deleted"
+    print(f'pod "{args.name}" {how} (exit code {result["exit_code"]})')
+    return EXIT_OK
+
+
+async def _scale(control: ControlClient, args: argparse.Namespace) -> int:
+    await control.scale(args.replicas)
+    print(f"scaling to {args.replicas}")
+    if not args.wait:
+        return EXIT_OK
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        pods = (await control.cluster())["pods"]
+        if len(pods) == args.replicas and all(p["ready"] for p in pods):
+            print(f"{args.replicas}/{args.replicas} pods ready")
+            return EXIT_OK
+        await asyncio.sleep(POLL)
+    return _fail("scale", f"not done within {args.timeout:g}s; see kvstore local status", 1)
+
+
+async def _down(control: ControlClient, args: argparse.Namespace) -> int:
+    info = read_cluster_file(control.root) or {}
+    await control.down()
+    pid = int(info.get("pid") or 0)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not (pid and process_alive(pid)) and read_cluster_file(control.root) is None:
+            print(f"stopped; the pods' data stays in {control.root / 'data'}")
+            return EXIT_OK
+        await asyncio.sleep(POLL)
+    return _fail("down", f"the supervisor (pid {pid}) is still running", EXIT_FAILED)
+
+
+# --- registration ----------------------------------------------------------------------------
+def register(sub: Sub) -> None:
+    local = sub.add_parser("local", help="a StatefulSet on one machine (up, status, ...)")
+    commands = local.add_subparsers(dest="local_command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=DEFAULT_DIR, help=f"cluster directory ({DEFAULT_DIR})")
+
+    p = commands.add_parser("up", parents=[common], help="start the pods and keep them running")
+    p.add_argument("--replicas", type=int, default=3, help="number of pods (3)")
+    p.add_argument("--port", type=int, default=8080, help="the port every pod listens on (8080)")
+    p.add_argument("--detach", action="store_true", help="run in the background once ready")
+    p.add_argument("--grace", type=float, default=15.0, help="termination grace period (15 s)")
+    p.add_argument("--timeout", type=float, default=120.0, help="--detach: wait this long")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="[POD:]NAME=VALUE",
+        help="extra environment for every pod, or for one pod (repeatable)",
+    )
+    p.set_defaults(func=_up)
+
+    p = commands.add_parser("status", parents=[common], help="the pods, their roles and seqs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--events", action="store_true", help="also list the pod events")
+    p.set_defaults(func=_with_control("status", _status))
+
+    p = commands.add_parser("delete-pod", parents=[common], help="delete a pod; it comes back")
+    p.add_argument("name", help="pod name, e.g. kv-1")
+    p.add_argument("--force", action="store_true", help="SIGKILL instead of a graceful stop")
+    p.set_defaults(func=_with_control("delete-pod", _delete_pod))
+
+    p = commands.add_parser("scale", parents=[common], help="change the number of pods")
+    p.add_argument("replicas", type=int)
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="return at once")
+    p.add_argument("--timeout", type=float, default=120.0, help="wait at most this long (120 s)")
+    p.set_defaults(func=_with_control("scale", _scale))
+
+    p = commands.add_parser("down", parents=[common], help="stop every pod (data is kept)")
+    p.add_argument("--timeout", type=float, default=120.0, help="wait at most this long (120 s)")
+    p.set_defaults(func=_with_control("down", _down))

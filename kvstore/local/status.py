@@ -1,0 +1,84 @@
+"""`kvstore local status`: the supervisor's view of each pod joined with the pod's own
+`/v1/status`, printed like `kubectl get pods -o wide` with ROLE, SEQ and LAG added."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "PORT", "ROLE", "SEQ", "LAG")
+
+
+async def pod_statuses(
+    pods: Sequence[dict[str, Any]],
+    timeout: float = 2.0,  # noqa: ASYNC109 (each request's deadline)
+) -> list[dict[str, Any] | None]:
+    """Each pod's `/v1/status` (None where the pod does not answer), in the order given."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        return list(await asyncio.gather(*(_status(session, pod.get("url")) for pod in pods)))
+
+
+async def _status(session: aiohttp.ClientSession, url: str | None) -> dict[str, Any] | None:
+    if not url:
+        return None
+    try:
+        async with session.get(url + "/v1/status") as response:
+            if response.status != 200:
+                return None
+            data: dict[str, Any] = await response.json()
+            return data
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return None
+
+
+def age(seconds: float) -> str:
+    """kubectl's short ages: 42s, 3m12s, 2h5m, 3d4h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def lag_text(status: dict[str, Any] | None) -> str:
+    if not status or status.get("role") != "follower":
+        return "-"
+    lag = status.get("lag") or {}
+    entries, seconds = lag.get("entries"), lag.get("seconds")
+    text = "?" if entries is None else str(entries)
+    return text if seconds is None else f"{text} ({float(seconds):.1f}s)"
+
+
+def row(pod: dict[str, Any], status: dict[str, Any] | None, now: float) -> list[str]:
+    created = pod.get("created_at")
+    seq = status.get("applied_seq") if status else None
+    return [
+        pod["name"],
+        "1/1" if pod.get("ready") else "0/1",
+        pod.get("phase", "?"),
+        str(pod.get("restarts", 0)),
+        age(now - created) if created and pod.get("pid") else "-",
+        pod.get("address") or "<none>",
+        str(pod["url"].rsplit(":", 1)[1]) if pod.get("url") else "-",
+        str(status.get("role", "?")) if status else "-",
+        "-" if seq is None else str(seq),
+        lag_text(status),
+    ]
+
+
+def table(
+    pods: Sequence[dict[str, Any]], statuses: Sequence[dict[str, Any] | None], now: float = 0
+) -> str:
+    """The status table, columns aligned as kubectl aligns them (three spaces apart)."""
+    now = now or time.time()
+    rows = [list(COLUMNS)] + [row(p, s, now) for p, s in zip(pods, statuses, strict=True)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
