@@ -107,6 +107,7 @@ _BY_STATUS: dict[int, type[ClientError]] = {
     503: Unavailable,
     504: WaitTimeout,
 }
+_STATUS_OF_CODE = {cls.code: status for status, cls in _BY_STATUS.items() if cls.code != "error"}
 
 
 def error_for(status: int, body: bytes, retry_after: str | None = None) -> ClientError:
@@ -120,6 +121,14 @@ def error_for(status: int, body: bytes, retry_after: str | None = None) -> Clien
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status, ClientError)
     wait = float(retry_after) if retry_after and retry_after.isdigit() else None
     return cls(status, code, message or f"HTTP {status}", retry_after=wait)
+
+
+def stream_error(err: Mapping[str, Any]) -> ClientError:
+    """An error line inside a stream that began with 200: typed by its code."""
+    code = str(err.get("code", "error"))
+    status = _STATUS_OF_CODE.get(code, 0)
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, ClientError)
+    return cls(status, code, str(err.get("message", "the stream failed")))
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -429,6 +438,8 @@ class KVClient:
                     obj = json.loads(line)
                     if "key" in obj:
                         yield Event.from_json(obj)
+                    elif "error" in obj:
+                        raise stream_error(obj["error"])
         except aiohttp.ClientError as exc:
             raise ConnectionFailed(f"watch on {self.url} failed: {_reason(exc)}") from exc
 
