@@ -12,6 +12,7 @@ cannot be reached, or does not answer in time, raises `ConnectionFailed`.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ from . import errors
 DEFAULT_TIMEOUT = 30.0
 # Streams (watch) stay open for as long as the caller reads: no total or read deadline.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+LARGE_BODY = 1 << 20
 Query = dict[str, str | int | float | None]  # None values are left out of the query string
 
 
@@ -333,9 +335,11 @@ class KVClient:
         if self._session is None:
             raise RuntimeError("KVClient is not open: use `async with KVClient(url) as kv`")
         deadline = aiohttp.ClientTimeout(total=self.timeout + (wait or 0.0))
+        # aiohttp wants large bodies as a stream (it warns about raw bytes over 1 MiB).
+        payload = io.BytesIO(data) if data is not None and len(data) > LARGE_BODY else data
         try:
             async with self._session.request(
-                method, url, data=data, headers=headers, timeout=deadline
+                method, url, data=payload, headers=headers, timeout=deadline
             ) as resp:
                 body = await resp.read()
         except aiohttp.ClientError as exc:
@@ -360,7 +364,7 @@ class KVClient:
         key: str,
         *,
         min_seq: int | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (the server's wait, SPEC `timeout=S`)
+        timeout: float | None = None,
         consistency: Literal["manager"] | None = None,
     ) -> Item:
         query: Query = {"min_seq": min_seq, "timeout": timeout, "consistency": consistency}
@@ -376,7 +380,7 @@ class KVClient:
         if_match: int | None = None,
         if_none_match: bool = False,
         ack: int | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (the server's wait for `ack`)
+        timeout: float | None = None,
     ) -> WriteResult:
         headers = _conditions(if_match, if_none_match)
         url = self._url(self._key_path(key), {"ack": ack, "timeout": timeout})

@@ -49,9 +49,17 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("KV_POD_NAME", str, None, "`<set>-<ordinal>`, e.g. `kv-2`", "$POD_NAME, else the hostname"),
-    Setting("KV_ORDINAL", int, None, "ordinal override (k8s: label apps.kubernetes.io/pod-index)",
-            "parsed from the pod name", minimum=0),
+    Setting(
+        "KV_POD_NAME", str, None, "`<set>-<ordinal>`, e.g. `kv-2`", "$POD_NAME, else the hostname"
+    ),
+    Setting(
+        "KV_ORDINAL",
+        int,
+        None,
+        "ordinal override (k8s: label apps.kubernetes.io/pod-index)",
+        "parsed from the pod name",
+        minimum=0,
+    ),
     Setting("KV_SERVICE", str, "kv", "the governing headless Service"),
     Setting("KV_NAMESPACE", str, None, "the pod's namespace", "$POD_NAMESPACE, else default"),
     Setting("KV_CLUSTER_DOMAIN", str, "cluster.local", "the cluster's DNS domain"),
@@ -59,28 +67,70 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KV_HOST", str, "0.0.0.0", "address to listen on"),
     Setting("KV_PORT", int, 8080, "one port: clients, replication, probes, metrics", minimum=1),
     Setting("KV_DATA_DIR", str, "/data", "the volume: SQLite files and nothing else of ours"),
-    Setting("KV_DNS_SERVER", str, None, "`host:port` of the DNS server to ask",
-            "the system resolver"),
-    Setting("KV_DURABILITY", str, "full", "`full`: fsync before any ack; `normal`: WAL "
-            "synchronous=NORMAL", choices=("full", "normal")),
-    Setting("KV_LOG_RETENTION", int, 100000, "changes (seqs) kept in the log for followers to "
-            "resume from", minimum=1),
+    Setting(
+        "KV_DNS_SERVER", str, None, "`host:port` of the DNS server to ask", "the system resolver"
+    ),
+    Setting(
+        "KV_DURABILITY",
+        str,
+        "full",
+        "`full`: fsync before any ack; `normal`: WAL synchronous=NORMAL",
+        choices=("full", "normal"),
+    ),
+    Setting(
+        "KV_LOG_RETENTION",
+        int,
+        100000,
+        "changes (seqs) kept in the log for followers to resume from",
+        minimum=1,
+    ),
     Setting("KV_MAX_KEY_BYTES", int, 1024, "largest key; over it: 413", minimum=1),
     Setting("KV_MAX_VALUE_BYTES", int, 1048576, "largest value; over it: 413", minimum=0),
     Setting("KV_MAX_TXN_OPS", int, 1000, "most ops in one txn; over it: 413", minimum=1),
-    Setting("KV_AUTH_TOKEN", str, None, "when set, client API requests need "
-            "`Authorization: Bearer <token>`", secret=True),
-    Setting("KV_REPLICATION_TOKEN", str, None, "when set, replication endpoints need it, and "
-            "followers send it", secret=True),
-    Setting("KV_SHUTDOWN_TIMEOUT", float, 10.0, "seconds to drain on SIGTERM; below the pod's "
-            "terminationGracePeriodSeconds", "10", minimum=0),
-    Setting("KV_READY_MAX_LAG", int, 1000, "a follower more entries behind than this is not "
-            "ready", minimum=0),
-    Setting("KV_LOG_FORMAT", str, "text", "log lines as `text` or `json`", choices=("text", "json")),
-    Setting("KV_LOG_LEVEL", str, "info", "log level", choices=("debug", "info", "warning", "error")),
+    Setting(
+        "KV_AUTH_TOKEN",
+        str,
+        None,
+        "when set, client API requests need `Authorization: Bearer <token>`",
+        secret=True,
+    ),
+    Setting(
+        "KV_REPLICATION_TOKEN",
+        str,
+        None,
+        "when set, replication endpoints need it, and followers send it",
+        secret=True,
+    ),
+    Setting(
+        "KV_SHUTDOWN_TIMEOUT",
+        float,
+        10.0,
+        "seconds to drain on SIGTERM; below the pod's terminationGracePeriodSeconds",
+        "10",
+        minimum=0,
+    ),
+    Setting(
+        "KV_READY_MAX_LAG",
+        int,
+        1000,
+        "a follower more entries behind than this is not ready",
+        minimum=0,
+    ),
+    Setting(
+        "KV_LOG_FORMAT", str, "text", "log lines as `text` or `json`", choices=("text", "json")
+    ),
+    Setting(
+        "KV_LOG_LEVEL", str, "info", "log level", choices=("debug", "info", "warning", "error")
+    ),
     Setting("KV_ACCESS_LOG", bool, False, "log a line per HTTP request (costs throughput)"),
-    Setting("KV_FAULT_SKIP_SEQ", int, None, "TEST ONLY: a follower silently skips the change "
-            "with this seq (shows that `kvstore chaos` catches a lost write)", minimum=1),
+    Setting(
+        "KV_FAULT_SKIP_SEQ",
+        int,
+        None,
+        "TEST ONLY: a follower silently skips the change "
+        "with this seq (shows that `kvstore chaos` catches a lost write)",
+        minimum=1,
+    ),
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
@@ -207,8 +257,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"KV_PORT={settings.port}: must be at most 65535")
 
 
-def load(env: Mapping[str, str] | None = None, flags: Mapping[str, str | None] | None = None,
-         ) -> Settings:
+def load(
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, str | None] | None = None,
+) -> Settings:
     """Read every setting once: flags, then KV_* variables, then the defaults."""
     env = os.environ if env is None else env
     raw = _raw_values(env, flags or {})
@@ -234,8 +286,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         text = f"{s.help} [env {s.env}; default: {s.shown_default()}]"
         if s.choices:
             text += f" (one of: {', '.join(s.choices)})"
-        parser.add_argument(s.flag, dest=s.field, metavar=s.env.removeprefix("KV_"), default=None,
-                            help=text.replace("%", "%%"))
+        parser.add_argument(
+            s.flag,
+            dest=s.field,
+            metavar=s.env.removeprefix("KV_"),
+            default=None,
+            help=text.replace("%", "%%"),
+        )
 
 
 def flags_from(namespace: argparse.Namespace) -> dict[str, str | None]:

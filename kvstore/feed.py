@@ -57,8 +57,9 @@ class _Subscription:
         return out
 
 
-async def follow(store: Store, from_seq: int, *, heartbeat: float = 1.0,
-                 max_buffered: int = 50_000) -> AsyncIterator[list[Change]]:
+async def follow(
+    store: Store, from_seq: int, *, heartbeat: float = 1.0, max_buffered: int = 50_000
+) -> AsyncIterator[list[Change]]:
     """Yield batches of changes with seq >= from_seq, in order, forever; [] as a heartbeat when
     nothing committed for `heartbeat` seconds. Raises Compacted if from_seq left the log."""
     sub = _Subscription(max_buffered)

@@ -61,7 +61,8 @@ def validate_key(key: str, max_bytes: int) -> None:
     if size > max_bytes:
         raise TooLarge(
             f"the key is {size} bytes, over the limit of {max_bytes} (KV_MAX_KEY_BYTES)",
-            limit=max_bytes, size=size,
+            limit=max_bytes,
+            size=size,
         )
     for ch in key:
         cp = ord(ch)

@@ -50,8 +50,15 @@ async def produce(store: Store) -> AsyncIterator[bytes]:
         sql = "SELECT key, value, version, create_seq, mod_seq FROM kv"
         async with conn.execute(sql) as cur:
             while rows := await cur.fetchmany(ROWS_PER_LINE):
-                yield _line({"type": "rows", "rows": [
-                    [k, base64.b64encode(v).decode(), ver, cs, ms] for k, v, ver, cs, ms in rows]})
+                yield _line(
+                    {
+                        "type": "rows",
+                        "rows": [
+                            [k, base64.b64encode(v).decode(), ver, cs, ms]
+                            for k, v, ver, cs, ms in rows
+                        ],
+                    }
+                )
         yield _line({"type": "end", "keys": keys})
         await conn.execute("COMMIT")
     finally:
@@ -69,8 +76,9 @@ def parse_header(line: bytes) -> Header:
     return Header(msg["epoch"], int(msg["seq"]), msg["digest"], int(msg["keys"]))
 
 
-async def install(store: Store, header: Header, lines: AsyncIterator[bytes],
-                  progress: Progress | None = None) -> None:
+async def install(
+    store: Store, header: Header, lines: AsyncIterator[bytes], progress: Progress | None = None
+) -> None:
     """Replace the store's contents with the snapshot, all or nothing."""
     await store.run_in_writer(_begin)
     try:
@@ -97,7 +105,8 @@ def _verify(header: Header, ended: bool, count: int, digest: int) -> None:
     if count != header.keys or digest_hex(digest) != header.digest:
         raise InvalidRequest(
             f"the snapshot does not match its header: {count} keys, digest {digest_hex(digest)}; "
-            f"expected {header.keys} keys, digest {header.digest}")
+            f"expected {header.keys} keys, digest {header.digest}"
+        )
 
 
 def _begin(conn: sqlite3.Connection) -> None:

@@ -43,7 +43,6 @@ from .model import (
     PUT,
     Change,
     Item,
-    Op,
     WriteRequest,
     digest_hex,
     entry_hash,
@@ -79,15 +78,21 @@ class _Pending:
 
 
 class Store:
-    def __init__(self, data_dir: str, *, durability: str = "full", retention: int = 100_000,
-                 fault_skip_seq: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        durability: str = "full",
+        retention: int = 100_000,
+        fault_skip_seq: int | None = None,
+    ) -> None:
         self.path = os.path.join(data_dir, schema.DB_NAME)
         self.data_dir = data_dir
         self.durability = durability
         self.retention = retention
         self.fault_skip_seq = fault_skip_seq
         self.state = State()
-        self.batch_sizes: list[int] = []  # drained by metrics
+        self.on_commit: Callable[[int, float], None] | None = None  # (changes, seconds)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
@@ -139,6 +144,15 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._wconn.close)
         self._executor.shutdown(wait=True)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _committed(self, changes: list[Change], started: float) -> None:
+        if self.on_commit is not None:
+            self.on_commit(len(changes), time.perf_counter() - started)
+        self._publish(changes)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed")
@@ -176,11 +190,13 @@ class Store:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, next(self._counter), fut))
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(fut)
         except TimeoutError:
             raise WaitTimeout(
-                f"this replica has applied seq {self.state.seq}, not yet {seq}, after "
-                f"{timeout:g}s", applied_seq=self.state.seq, min_seq=seq,
+                f"this replica has applied seq {self.state.seq}, not yet {seq}, after {timeout:g}s",
+                applied_seq=self.state.seq,
+                min_seq=seq,
             ) from None
 
     # --- reads -------------------------------------------------------------------------------
@@ -193,16 +209,19 @@ class Store:
             return None
         return Item(key, row[0], row[1], row[2], row[3], len(row[0]))
 
-    async def list(self, prefix: str, start_after: str | None, limit: int,
-                   values: bool) -> tuple[list[Item], str | None]:
+    async def list_items(
+        self, prefix: str, start_after: str | None, limit: int, values: bool
+    ) -> tuple[list[Item], str | None]:
         self._check_open()
         assert self._scan is not None
         lower, op = prefix, ">="
         if start_after is not None and start_after >= prefix:
             lower, op = start_after, ">"
         cols = "key, value" if values else "key, length(value)"
-        sql = (f"SELECT {cols}, version, mod_seq, create_seq FROM kv WHERE key {op} ? "
-               "ORDER BY key LIMIT ?")
+        sql = (
+            f"SELECT {cols}, version, mod_seq, create_seq FROM kv WHERE key {op} ? "
+            "ORDER BY key LIMIT ?"
+        )
         async with self._scan.execute(sql, (lower, limit + 1)) as cur:
             rows = await cur.fetchall()
         items: list[Item] = []
@@ -224,9 +243,13 @@ class Store:
         if from_seq < self.state.oldest_seq:
             raise Compacted(
                 f"seq {from_seq} is older than the retained log, which starts at "
-                f"{self.state.oldest_seq}", oldest=self.state.oldest_seq,
+                f"{self.state.oldest_seq}",
+                oldest=self.state.oldest_seq,
             )
-        sql = "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? ORDER BY seq LIMIT ?"
+        sql = (
+            "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? "
+            "ORDER BY seq LIMIT ?"
+        )
         async with self._scan.execute(sql, (from_seq, limit)) as cur:
             rows = await cur.fetchall()
         changes = [Change(*row) for row in rows]
@@ -258,16 +281,17 @@ class Store:
                     self._queue.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             outcomes, changes = await self._in_writer(
-                self._commit_batch, [p.request for p in batch])
+                self._commit_batch, [p.request for p in batch]
+            )
         except Exception as exc:  # the database failed: every request in the batch fails
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        self.batch_sizes.append(len(changes))
-        self._publish(changes)
+        self._committed(changes, started)
         for p, outcome in zip(batch, outcomes, strict=True):
             if p.future.done():
                 continue
@@ -276,8 +300,10 @@ class Store:
             else:
                 p.future.set_result(outcome)
 
-    def _commit_batch(self, requests: list[WriteRequest],
-                      ) -> tuple[list[list[dict[str, Any]] | KVError], list[Change]]:
+    def _commit_batch(
+        self,
+        requests: list[WriteRequest],
+    ) -> tuple[list[list[dict[str, Any]] | KVError], list[Change]]:
         """In the writer thread: every request of the batch in one transaction."""
         conn, st = self._wc, self.state
         seq, digest, keys = st.seq, st.digest, st.keys
@@ -299,7 +325,8 @@ class Store:
                         continue
                     seq += 1
                     version = 0 if op.op == DELETE else (cur[0] + 1 if cur else 1)
-                    change = Change(seq, op.op, op.key, version, op.value if op.op == PUT else None, now)
+                    value = op.value if op.op == PUT else None
+                    change = Change(seq, op.op, op.key, version, value, now)
                     d_digest, d_keys = self._apply(conn, change, cur)
                     digest, keys = (digest + d_digest) % DIGEST_MOD, keys + d_keys
                     changes.append(change)
@@ -319,14 +346,19 @@ class Store:
             where = f"op {index} ({op.op} {op.key!r})" if req.txn else f"key {op.key!r}"
             details = {"op_index": index, "key": op.key, "current_version": actual}
             if op.if_absent and cur is not None:
-                return PreconditionFailed(f"{where}: the key exists (version {actual}) and "
-                                          "If-None-Match: * asks that it does not", **details)
+                return PreconditionFailed(
+                    f"{where}: the key exists (version {actual}) and "
+                    "If-None-Match: * asks that it does not",
+                    **details,
+                )
             if op.if_exists and cur is None:
                 return PreconditionFailed(f"{where}: the key does not exist", **details)
             if op.if_version is not None and actual != op.if_version:
                 return PreconditionFailed(
-                    f"{where}: expected version {op.if_version}, the current version is "
-                    f"{actual}", expected_version=op.if_version, **details)
+                    f"{where}: expected version {op.if_version}, the current version is {actual}",
+                    expected_version=op.if_version,
+                    **details,
+                )
             if op.op == DELETE and cur is None and not req.txn:
                 return KeyNotFound(f"key {op.key!r} does not exist", key=op.key)
         return None
@@ -348,12 +380,20 @@ class Store:
         assert ch.value is not None
         new_hash = entry_hash(ch.key, ch.value)
         create_seq = cur[2] if cur else ch.seq
-        conn.execute(schema.UPSERT, (ch.key, ch.value, ch.version, create_seq, ch.seq,
-                                     hash_bytes(new_hash)))
+        conn.execute(
+            schema.UPSERT, (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
+        )
         return new_hash - old_hash, (0 if cur else 1)
 
-    def _finish(self, conn: sqlite3.Connection, changes: list[Change], epoch: str | None,
-                seq: int, digest: int, keys: int) -> int:
+    def _finish(
+        self,
+        conn: sqlite3.Connection,
+        changes: list[Change],
+        epoch: str | None,
+        seq: int,
+        digest: int,
+        keys: int,
+    ) -> int:
         """Log the changes, prune the log a bounded step, write meta and commit."""
         conn.executemany(schema.INSERT_CHANGE, changes)
         pruned = self.state.pruned_upto
@@ -369,14 +409,18 @@ class Store:
     async def apply(self, changes: list[Change], epoch: str) -> None:
         """Apply replicated changes in one transaction with the new applied seq."""
         self._check_open()
+        started = time.perf_counter()
         applied = await self._in_writer(self._apply_batch, changes, epoch)
-        self._publish(applied)
+        self._committed(applied, started)
 
     def _apply_batch(self, changes: list[Change], epoch: str) -> list[Change]:
         conn, st = self._wc, self.state
         if st.epoch != epoch:
-            raise EpochMismatch(f"changes of epoch {epoch} cannot apply to a store of epoch "
-                                f"{st.epoch}", ours=st.epoch, theirs=epoch)
+            raise EpochMismatch(
+                f"changes of epoch {epoch} cannot apply to a store of epoch {st.epoch}",
+                ours=st.epoch,
+                theirs=epoch,
+            )
         fresh = [c for c in changes if c.seq > st.seq]
         if not fresh:
             return []
@@ -423,5 +467,10 @@ class Store:
 def _result(change: Change, cur: Current) -> dict[str, Any]:
     if change.op == DELETE:
         return {"op": DELETE, "key": change.key, "seq": change.seq, "deleted": True}
-    return {"op": PUT, "key": change.key, "version": change.version, "seq": change.seq,
-            "created": cur is None}
+    return {
+        "op": PUT,
+        "key": change.key,
+        "version": change.version,
+        "seq": change.seq,
+        "created": cur is None,
+    }

@@ -1,0 +1,154 @@
+"""Replication endpoints, served by every pod (followers stream from the manager; a manager
+that lost its volume takes a snapshot from a follower):
+
+- GET  /v1/replication/stream?from=<seq>&epoch=<epoch>&pod=<name>: NDJSON. First a hello
+  line, then the retained changes with seq >= from, then each commit as it happens (woken by the
+  commit), and a heartbeat line at least every second.
+    {"t": "hello", "epoch", "seq", "pod"}
+    {"t": "c", "seq": <sender's seq>, "c": [[seq, op, key, version, value_b64|null, ts], ...]}
+    {"t": "hb", "seq", "time"}
+- GET  /v1/replication/snapshot: see snapshot.py.
+- POST /v1/replication/ack {"pod", "seq"}: a follower reports what it applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import httputil as h
+from . import snapshot
+from .errors import Compacted, Diverged, EpochMismatch, InvalidRequest, KVError, NotReady
+from .feed import follow
+from .model import Change
+from .node import Node
+
+log = logging.getLogger("kvstore.replication")
+HEARTBEAT = 1.0
+
+
+def _node(request: web.Request) -> Node:
+    from .api import NODE
+
+    node = request.app[NODE]
+    h.check_token(request, node.settings.replication_token, "replication")
+    return node
+
+
+def encode_changes(changes: list[Change], seq: int) -> bytes:
+    rows = [
+        [
+            c.seq,
+            c.op,
+            c.key,
+            c.version,
+            None if c.value is None else base64.b64encode(c.value).decode(),
+            c.ts,
+        ]
+        for c in changes
+    ]
+    return json.dumps({"t": "c", "seq": seq, "c": rows}, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_changes(msg: dict[str, Any]) -> list[Change]:
+    return [
+        Change(seq, op, key, version, None if v is None else base64.b64decode(v), ts)
+        for seq, op, key, version, v, ts in msg["c"]
+    ]
+
+
+def _check_stream(node: Node, from_seq: int, epoch: str | None) -> None:
+    st = node.store.state
+    if st.epoch is None or (node.is_manager and node.restoring):
+        raise NotReady("this pod has no data to stream yet", retry_after=1)
+    if epoch and epoch != st.epoch:
+        raise EpochMismatch(f"this store's epoch is {st.epoch}, not {epoch}", epoch=st.epoch)
+    if from_seq > st.seq + 1:
+        raise Diverged(
+            f"asked for seq {from_seq}, but this store has only {st.seq}: the "
+            "follower is ahead of its manager",
+            seq=st.seq,
+        )
+    if from_seq < st.oldest_seq:
+        raise Compacted(
+            f"seq {from_seq} is older than the retained log, which starts at "
+            f"{st.oldest_seq}: take a snapshot",
+            oldest=st.oldest_seq,
+        )
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    from_seq = h.int_param(request, "from", 1, minimum=1)
+    assert from_seq is not None
+    _check_stream(node, from_seq, request.query.get("epoch"))
+    pod = request.query.get("pod") or request.remote or "unknown"
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    st = node.store.state
+    await resp.write(
+        json.dumps(
+            {"t": "hello", "epoch": st.epoch, "seq": st.seq, "pod": node.settings.pod_name}
+        ).encode()
+        + b"\n"
+    )
+    node.tracker.connected(pod, True)
+    task = asyncio.current_task()
+    assert task is not None
+    from .api import STREAMS
+
+    request.app[STREAMS].add(task)
+    log.info("follower %s connected from seq %d", pod, from_seq)
+    try:
+        async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
+            seq = node.store.state.seq
+            if batch:
+                await resp.write(encode_changes(batch, seq))
+            else:
+                await resp.write(b'{"t":"hb","seq":%d,"time":%.3f}\n' % (seq, time.time()))
+    except KVError as exc:  # e.g. compacted while it lagged: it will reconnect and resume
+        log.info("follower %s stream ended: %s", pod, exc.message)
+    except ConnectionResetError:
+        pass
+    finally:
+        request.app[STREAMS].discard(task)
+        node.tracker.connected(pod, False)
+        log.info("follower %s disconnected", pod)
+    return resp
+
+
+async def snapshot_handler(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    if node.store.state.epoch is None or (node.is_manager and node.restoring):
+        raise NotReady("this pod has no data to copy yet", retry_after=1)
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    sent = 0
+    async for line in snapshot.produce(node.store):
+        sent += len(line)
+        await resp.write(line)
+    log.info("snapshot sent to %s: %d bytes", request.remote, sent)
+    return resp
+
+
+async def ack(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    try:
+        doc = await request.json()
+        pod, seq = str(doc["pod"]), int(doc["seq"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidRequest('expected {"pod": <name>, "seq": <applied seq>}') from None
+    node.tracker.ack(pod, seq)
+    return h.json_response({"ok": True})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/replication/stream", stream)
+    app.router.add_get("/v1/replication/snapshot", snapshot_handler)
+    app.router.add_post("/v1/replication/ack", ack)
