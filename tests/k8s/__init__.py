@@ -1,0 +1,1 @@
+"""Checks of k8s/, the Dockerfile and the container image."""
