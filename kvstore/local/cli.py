@@ -149,7 +149,7 @@ def _child_exited(pid: int) -> bool:
     return done != 0
 
 
-async def _wait_detached(root: Path, pid: int, replicas: int, timeout: float) -> int:  # noqa: ASYNC109
+async def _wait_detached(root: Path, pid: int, replicas: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _child_exited(pid):

@@ -15,7 +15,7 @@ COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "PORT", "ROLE", "
 
 async def pod_statuses(
     pods: Sequence[dict[str, Any]],
-    timeout: float = 2.0,  # noqa: ASYNC109 (each request's deadline)
+    timeout: float = 2.0,
 ) -> list[dict[str, Any] | None]:
     """Each pod's `/v1/status` (None where the pod does not answer), in the order given."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
