@@ -186,6 +186,16 @@ def format_event(ev: Event) -> str:
     return f"{ev.seq} {ev.op} {ev.key} = {value} (version {ev.version})"
 
 
+def format_txn_result(r: Mapping[str, Any]) -> str:
+    """One op's outcome, e.g. `put a: version 2, seq 9` or `delete b: absent, no change`."""
+    head = f"{r.get('op')} {r.get('key')}"
+    if r.get("op") == "delete" and r.get("deleted") is False:
+        return f"{head}: absent, no change"
+    version = f"version {r['version']}, " if r.get("op") == "put" and "version" in r else ""
+    created = ", created" if r.get("created") else ""
+    return f"{head}: {version}seq {r.get('seq')}{created}"
+
+
 def format_status(st: Status) -> str:
     manager, lag = st["manager"], st["lag"]
     pairs = [
@@ -193,6 +203,7 @@ def format_status(st: Status) -> str:
         ("ready", "yes" if st["ready"] else "no"),
         ("epoch", str(st["epoch"])),
         ("applied seq", str(st["applied_seq"])),
+        *([("oldest seq", str(st["oldest_seq"]))] if "oldest_seq" in st else []),
         ("keys", str(st["keys"])),
         ("digest", str(st["digest"])),
     ]
@@ -329,8 +340,8 @@ async def _txn(kv: KVClient, args: argparse.Namespace) -> int:
         print(json.dumps({"seq": res.seq, "results": res.results}))
         return EXIT_OK
     print(f"committed {len(ops)} ops, seq {res.seq}")
-    for op, result in zip(ops, res.results, strict=False):
-        print(f"  {op.op} {op.key}: {json.dumps(result)}")
+    for result in res.results:
+        print("  " + format_txn_result(result))
     return EXIT_OK
 
 

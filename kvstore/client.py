@@ -274,6 +274,8 @@ class Status(TypedDict):
     followers: NotRequired[list[FollowerInfo]]  # the manager only
     keys: int
     digest: str
+    oldest_seq: NotRequired[int]  # the oldest change still in the log (watch --since floor)
+    uptime_seconds: NotRequired[float]
 
 
 # --- the client --------------------------------------------------------------------------------

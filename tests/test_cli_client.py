@@ -26,6 +26,7 @@ from kvstore.cli_client import (
     format_items,
     format_status,
     format_table,
+    format_txn_result,
     human_size,
     parse_txn,
     preview,
@@ -119,6 +120,16 @@ def test_status_tables() -> None:
         "FOLLOWER  ACKED SEQ  LAG  SINCE",
         "kv-1             40    2  1.5",
     ]
+
+
+def test_txn_result_lines() -> None:
+    put = {"op": "put", "key": "a", "version": 1, "seq": 7, "created": True}
+    assert format_txn_result(put) == "put a: version 1, seq 7, created"
+    assert format_txn_result({"op": "delete", "key": "b", "seq": 8, "deleted": True}) == (
+        "delete b: seq 8"
+    )
+    absent = {"op": "delete", "key": "c", "deleted": False}
+    assert format_txn_result(absent) == "delete c: absent, no change"
 
 
 def test_parse_txn_takes_text_or_base64_values() -> None:
@@ -253,6 +264,9 @@ def test_txn_from_stdin(
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(ops)))
     code, out, _ = kv(capfdbinary, server, "txn", "-")
     assert code == 0 and out.startswith(b"committed 2 ops, seq ")
+    put_line, delete_line = out.decode().splitlines()[1:]
+    assert put_line.startswith("  put tx/a: version 1, seq ") and put_line.endswith(", created")
+    assert delete_line == "  delete tx/z: absent, no change"
     assert kv(capfdbinary, server, "get", "tx/a")[1] == b"A"
     bad = {"ops": [{"op": "put", "key": "tx/b", "value": "B"}, {"op": "put", "key": "tx/a",
            "value": "A2", "if_version": 5}]}  # fmt: skip
