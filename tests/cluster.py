@@ -14,7 +14,12 @@ log tail. Leaving the `async with` stops every pod (SIGKILL if SIGTERM is not en
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +30,7 @@ import aiohttp
 
 from kvstore.local.dns import BackgroundDNSServer, RecordTable
 from kvstore.local.pod import PodProcess, PodSpec, free_port, loopback_addresses, serve_command
+from kvstore.local.state import read_cluster_file
 
 POLL = 0.05
 LOG_TAIL = 60
@@ -201,7 +207,7 @@ class Cluster:
             return False
 
     # --- waiting -------------------------------------------------------------------------
-    async def wait_ready(self, ordinal: int, timeout: float = 30) -> None:  # noqa: ASYNC109
+    async def wait_ready(self, ordinal: int, timeout: float = 30) -> None:
         """Poll the pod's `/readyz` until it answers 200; fail at once if the process exits."""
 
         async def ready() -> bool:
@@ -213,7 +219,7 @@ class Cluster:
 
         await self.wait_until(ready, timeout, f"{self.name(ordinal)} to be ready")
 
-    async def wait_until(self, predicate: Predicate, timeout: float, what: str) -> None:  # noqa: ASYNC109
+    async def wait_until(self, predicate: Predicate, timeout: float, what: str) -> None:
         """Poll `predicate` until it returns True. Connection errors count as "not yet".
 
         On timeout, or if the predicate raises AssertionError, fail with `what`, the last error
@@ -249,3 +255,80 @@ class Cluster:
             parts.append(f"----- {self.name(ordinal)} ({self.log_path(ordinal)}) -----")
             parts.extend(lines or ["(no log)"])
         return "\n".join(parts)
+
+
+# --- a local cluster driven through its command line (`kvstore local ...`) ------------------
+CLI_TIMEOUT = 60.0
+
+
+class LocalCluster:
+    """`kvstore local up --detach` run in `cwd` (data in `cwd/.kvstore`), and the CLI run there,
+    so that client commands find the cluster without flags. `up()`; always `down()` after."""
+
+    def __init__(self, cwd: Path, replicas: int = 3, extra: Sequence[str] = ()) -> None:
+        self.cwd, self.replicas, self.extra = cwd, replicas, list(extra)
+        self.root = cwd / ".kvstore"
+        self.port = free_port()
+
+    def run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command in `cwd` with no KV_* variables from the test's environment."""
+        result = subprocess.run(
+            list(argv),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT * 3,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KV_")},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)}: exit {result.returncode}\n"
+                f"{result.stdout}{result.stderr}\n{self.logs()}"
+            )
+        return result
+
+    def kvstore(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run([sys.executable, "-m", "kvstore.cli", *args], check)
+
+    def up(self) -> None:
+        replicas, port = str(self.replicas), str(self.port)
+        self.kvstore("local", "up", "--replicas", replicas, "--port", port, "--detach", *self.extra)
+
+    def down(self) -> None:
+        """`kvstore local down`; if that fails, SIGTERM the supervisor and wait for it."""
+        info = read_cluster_file(self.root)
+        if info is None:
+            return
+        if self.kvstore("local", "down", check=False).returncode != 0:
+            os.kill(int(info["pid"]), signal.SIGTERM)
+            wait_for(lambda: read_cluster_file(self.root) is None, "the supervisor to stop", self)
+
+    def status(self) -> dict[str, Any]:
+        """`kvstore local status --json`."""
+        data: dict[str, Any] = json.loads(self.kvstore("local", "status", "--json").stdout)
+        return data
+
+    def pod(self, name: str) -> dict[str, Any]:
+        return next(p for p in self.status()["pods"] if p["name"] == name)
+
+    def logs(self) -> str:
+        """The tail of the supervisor's log and of every pod's log."""
+        parts = []
+        for path in sorted([self.root / "supervisor.log", *self.root.glob("logs/*.log")]):
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+                parts.append(f"----- {path.name} -----\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+
+def wait_for(
+    check: Callable[[], bool], what: str, cluster: LocalCluster, timeout: float = CLI_TIMEOUT
+) -> None:
+    """Poll `check` until it holds; on timeout fail with `what` and the cluster's logs."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what}\n{cluster.logs()}"
+            )
+        time.sleep(POLL)

@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,80 +14,9 @@ from kvstore.local.cli import parse_env
 from kvstore.local.pod import free_port
 from kvstore.local.state import read_cluster_file, read_events
 from kvstore.local.status import age, table
+from tests.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.e2e
-TIMEOUT = 60.0
-
-
-class LocalCluster:
-    """`kvstore local up --detach` in `cwd`, and helpers to run the CLI there."""
-
-    def __init__(self, cwd: Path, replicas: int = 3, extra: tuple[str, ...] = ()) -> None:
-        self.cwd, self.replicas, self.extra = cwd, replicas, extra
-        self.root = cwd / ".kvstore"
-        self.port = free_port()
-
-    def kvstore(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "kvstore.cli", *args],
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT * 2,
-            env={k: v for k, v in os.environ.items() if not k.startswith("KV_")},
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"kvstore {' '.join(args)}: exit {result.returncode}\n"
-                f"{result.stdout}{result.stderr}\n{self.logs()}"
-            )
-        return result
-
-    def up(self) -> None:
-        self.kvstore(
-            "local",
-            "up",
-            "--replicas",
-            str(self.replicas),
-            "--port",
-            str(self.port),
-            "--detach",
-            "--grace",
-            "10",
-            *self.extra,
-        )
-
-    def down(self) -> None:
-        info = read_cluster_file(self.root)
-        if info is None:
-            return
-        if self.kvstore("local", "down", check=False).returncode != 0:
-            os.kill(int(info["pid"]), signal.SIGTERM)
-            wait_for(lambda: read_cluster_file(self.root) is None, "the supervisor to stop", self)
-
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.kvstore("local", "status", "--json").stdout)
-        return data
-
-    def pod(self, name: str) -> dict[str, Any]:
-        return next(p for p in self.status()["pods"] if p["name"] == name)
-
-    def logs(self) -> str:
-        parts = []
-        for path in sorted([self.root / "supervisor.log", *self.root.glob("logs/*.log")]):
-            if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-40:]
-                parts.append(f"----- {path.name} -----\n" + "\n".join(tail))
-        return "\n".join(parts)
-
-
-def wait_for(check: Callable[[], bool], what: str, cluster: LocalCluster) -> None:
-    """Poll `check` until it holds; on timeout fail with `what` and the logs."""
-    deadline = time.monotonic() + TIMEOUT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
