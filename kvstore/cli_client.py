@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -196,7 +197,7 @@ def format_txn_result(r: Mapping[str, Any]) -> str:
     return f"{head}: {version}seq {r.get('seq')}{created}"
 
 
-def format_status(st: Status) -> str:
+def format_status(st: Status, now: float | None = None) -> str:
     manager, lag = st["manager"], st["lag"]
     pairs = [
         ("pod", f"{st['pod']} (ordinal {st['ordinal']}, {st['role']})"),
@@ -215,11 +216,24 @@ def format_status(st: Status) -> str:
     followers = st.get("followers")
     if followers is None:
         return text
+    now = time.time() if now is None else now
     rows = [
-        [f["pod"], str(f["acked_seq"]), str(f["lag_entries"]), str(f["since"])] for f in followers
+        [f["pod"], str(f["acked_seq"]), str(f["lag_entries"]), _since(f["since"], now)]
+        for f in followers
     ]
     table = format_table(["FOLLOWER", "ACKED SEQ", "LAG", "SINCE"], rows, right=(1, 2))
     return text + "\n\n" + (table if rows else "no followers connected")
+
+
+def _since(value: float | str | None, now: float) -> str:
+    """A unix time as an age ("12s ago", "3m ago"); anything else as it is."""
+    if not isinstance(value, int | float):
+        return "-" if value is None else value
+    age = max(0.0, now - value)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if age >= size:
+            return f"{int(age // size)}{unit} ago"
+    return f"{int(age)}s ago"
 
 
 def _seconds(value: float | None) -> str:

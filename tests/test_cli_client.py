@@ -113,12 +113,16 @@ def test_status_tables() -> None:
     assert "manager      http://kv-0:8080 at seq 42, connected" in follower
     assert "lag          2 entries, 0.5 s" in follower
     manager = _status("manager")
-    manager["followers"] = [{"pod": "kv-1", "acked_seq": 40, "lag_entries": 2, "since": 1.5}]
-    text = format_status(manager)
+    manager["followers"] = [
+        {"pod": "kv-1", "acked_seq": 40, "lag_entries": 2, "since": 1000.0},
+        {"pod": "kv-2", "acked_seq": 9, "lag_entries": 33, "since": 10.0},
+    ]
+    text = format_status(manager, now=1012.5)
     assert "manager  " not in text
-    assert text.splitlines()[-2:] == [
+    assert text.splitlines()[-3:] == [
         "FOLLOWER  ACKED SEQ  LAG  SINCE",
-        "kv-1             40    2  1.5",
+        "kv-1             40    2  12s ago",
+        "kv-2              9   33  16m ago",
     ]
 
 
