@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,7 @@ import aiohttp
 from . import snapshot
 from .errors import Compacted, Diverged, EpochMismatch, KVError, ManagerUnavailable
 from .model import Change
+from .ndjson import iter_lines
 from .node import Node
 from .replication import decode_changes
 
@@ -82,7 +83,7 @@ class Follower:
                 self.need_snapshot = True
             except (EpochMismatch, Diverged) as exc:
                 self._report(exc)
-            except (KVError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            except Exception as exc:  # any failure ends this session only; cancellation passes
                 self._failed(f"{type(exc).__name__}: {exc}")
             finally:
                 self._disconnected()
@@ -125,9 +126,10 @@ class Follower:
             f"{url}/v1/replication/stream", params=params, headers=self._headers(), timeout=timeout
         ) as resp:
             await _raise_for(resp)
-            hello = json.loads(await resp.content.readline())
+            lines = iter_lines(resp.content)
+            hello = json.loads(await anext(lines))
             self._connected(url, hello)
-            await first_error(self._pump(resp), self._acker(url))
+            await first_error(self._pump(lines), self._acker(url))
 
     def _connected(self, url: str, hello: dict[str, Any]) -> None:
         p = self.progress
@@ -147,23 +149,23 @@ class Follower:
         self.failing = False
         p.last_error = None
 
-    async def _pump(self, resp: aiohttp.ClientResponse) -> None:
+    async def _pump(self, lines: AsyncIterator[bytes]) -> None:
         pending: list[Change] = []
         arrived = asyncio.Event()
         drained = asyncio.Event()
         await first_error(
-            self._read(resp, pending, arrived, drained), self._apply(pending, arrived, drained)
+            self._read(lines, pending, arrived, drained), self._apply(pending, arrived, drained)
         )
 
     async def _read(
         self,
-        resp: aiohttp.ClientResponse,
+        lines: AsyncIterator[bytes],
         pending: list[Change],
         arrived: asyncio.Event,
         drained: asyncio.Event,
     ) -> None:
         p = self.progress
-        async for line in resp.content:
+        async for line in lines:
             msg = json.loads(line)
             p.last_heard = time.monotonic()
             p.manager_seq = max(p.manager_seq, int(msg.get("seq", 0)))
@@ -229,14 +231,15 @@ class Follower:
             f"{url}/v1/replication/snapshot", headers=self._headers(), timeout=timeout
         ) as resp:
             await _raise_for(resp)
-            header = snapshot.parse_header(await resp.content.readline())
+            lines = iter_lines(resp.content)
+            header = snapshot.parse_header(await anext(lines))
             ours = self.store.state.epoch
             if ours is not None and header.epoch != ours:
                 raise EpochMismatch(
                     f"the manager's epoch is {header.epoch}, ours is {ours}", epoch=header.epoch
                 )
             log.info("snapshot: installing %d keys at seq %d from %s", header.keys, header.seq, url)
-            await snapshot.install(self.store, header, _lines(resp), self._snapshot_progress)
+            await snapshot.install(self.store, header, lines, self._snapshot_progress)
         p.snapshots_installed += 1
         p.snapshot_progress = None
         p.manager_seq = max(p.manager_seq, header.seq)
@@ -253,11 +256,6 @@ class Follower:
         self.progress.snapshot_progress = (done, total)
         if total and (before is None or done * 10 // total > before[0] * 10 // max(total, 1)):
             log.info("snapshot: %d of %d keys (%d%%)", done, total, done * 100 // total)
-
-
-async def _lines(resp: aiohttp.ClientResponse) -> Any:
-    async for line in resp.content:
-        yield line
 
 
 async def _raise_for(resp: aiohttp.ClientResponse) -> None:

@@ -26,6 +26,7 @@ from . import httputil as h
 from . import snapshot
 from .errors import Compacted, Diverged, EpochMismatch, InvalidRequest, KVError, NotReady
 from .feed import follow
+from .metrics import METRICS
 from .model import Change
 from .node import Node
 
@@ -41,18 +42,24 @@ def _node(request: web.Request) -> Node:
     return node
 
 
-def encode_changes(changes: list[Change], seq: int) -> bytes:
-    rows = [
-        [
-            c.seq,
-            c.op,
-            c.key,
-            c.version,
-            None if c.value is None else base64.b64encode(c.value).decode(),
-            c.ts,
-        ]
-        for c in changes
-    ]
+def encode_changes(changes: list[Change], seq: int, max_bytes: int = 4 << 20) -> list[bytes]:
+    """The changes as stream lines, a line holding up to about `max_bytes` of values."""
+    lines: list[bytes] = []
+    rows: list[list[Any]] = []
+    size = 0
+    for c in changes:
+        value = None if c.value is None else base64.b64encode(c.value).decode()
+        rows.append([c.seq, c.op, c.key, c.version, value, c.ts])
+        size += len(value or "") + len(c.key)
+        if size >= max_bytes:
+            lines.append(_changes_line(rows, seq))
+            rows, size = [], 0
+    if rows:
+        lines.append(_changes_line(rows, seq))
+    return lines
+
+
+def _changes_line(rows: list[list[Any]], seq: int) -> bytes:
     return json.dumps({"t": "c", "seq": seq, "c": rows}, separators=(",", ":")).encode() + b"\n"
 
 
@@ -109,12 +116,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
         async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
             seq = node.store.state.seq
             if batch:
-                await resp.write(encode_changes(batch, seq))
+                for line in encode_changes(batch, seq):
+                    await resp.write(line)
             else:
                 await resp.write(b'{"t":"hb","seq":%d,"time":%.3f}\n' % (seq, time.time()))
     except KVError as exc:  # e.g. compacted while it lagged: it will reconnect and resume
         log.info("follower %s stream ended: %s", pod, exc.message)
-    except ConnectionResetError:
+    except ConnectionError:
         pass
     finally:
         request.app[STREAMS].discard(task)
@@ -129,11 +137,19 @@ async def snapshot_handler(request: web.Request) -> web.StreamResponse:
         raise NotReady("this pod has no data to copy yet", retry_after=1)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
-    sent = 0
-    async for line in snapshot.produce(node.store):
-        sent += len(line)
-        await resp.write(line)
-    log.info("snapshot sent to %s: %d bytes", request.remote, sent)
+    sent, started = 0, time.monotonic()
+    try:
+        async for line in snapshot.produce(node.store):
+            sent += len(line)
+            await resp.write(line)
+    except ConnectionError as exc:
+        log.info("snapshot to %s cut off after %d bytes: %s", request.remote, sent, exc)
+        return resp
+    seconds = time.monotonic() - started
+    log.info("snapshot sent to %s: %d bytes in %.2fs", request.remote, sent, seconds)
+    metrics = request.app[METRICS]
+    metrics.snapshots_sent.inc()
+    metrics.snapshot_bytes.inc(sent)
     return resp
 
 

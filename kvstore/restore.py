@@ -15,6 +15,7 @@ import aiohttp
 from . import snapshot
 from .discovery import Peer
 from .errors import KVError
+from .ndjson import iter_lines
 from .node import Node
 
 log = logging.getLogger("kvstore.restore")
@@ -60,13 +61,9 @@ async def _restore_from(node: Node, peer: Peer) -> None:
         f"{peer.url}/v1/replication/snapshot", headers=headers, timeout=timeout
     ) as resp:
         resp.raise_for_status()
-        header = snapshot.parse_header(await resp.content.readline())
-
-        async def lines() -> Any:
-            async for line in resp.content:
-                yield line
-
-        await snapshot.install(node.store, header, lines())
+        lines = iter_lines(resp.content)
+        header = snapshot.parse_header(await anext(lines))
+        await snapshot.install(node.store, header, lines)
     log.info(
         "restore: took %d keys at seq %d, epoch %s, from %s",
         header.keys,

@@ -28,6 +28,7 @@ from .model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
 from .storage import State, Store
 
 ROWS_PER_LINE = 2000
+LINE_BYTES = 4 << 20
 Progress = Callable[[int, int], None]  # (keys installed, keys expected)
 
 
@@ -49,16 +50,17 @@ async def produce(store: Store) -> AsyncIterator[bytes]:
         yield _line({"type": "header", "epoch": epoch, "seq": seq, "digest": digest, "keys": keys})
         sql = "SELECT key, value, version, create_seq, mod_seq FROM kv"
         async with conn.execute(sql) as cur:
-            while rows := await cur.fetchmany(ROWS_PER_LINE):
-                yield _line(
-                    {
-                        "type": "rows",
-                        "rows": [
-                            [k, base64.b64encode(v).decode(), ver, cs, ms]
-                            for k, v, ver, cs, ms in rows
-                        ],
-                    }
-                )
+            page: list[list[Any]] = []
+            size = 0
+            while rows := await cur.fetchmany(200):
+                for k, v, ver, cs, ms in rows:
+                    page.append([k, base64.b64encode(v).decode(), ver, cs, ms])
+                    size += len(v) + len(k)
+                if len(page) >= ROWS_PER_LINE or size >= LINE_BYTES:
+                    yield _line({"type": "rows", "rows": page})
+                    page, size = [], 0
+            if page:
+                yield _line({"type": "rows", "rows": page})
         yield _line({"type": "end", "keys": keys})
         await conn.execute("COMMIT")
     finally:

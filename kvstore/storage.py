@@ -236,8 +236,11 @@ class Store:
         items = items[:limit]
         return items, (items[-1].key if more and items else None)
 
-    async def read_changes(self, from_seq: int, limit: int = 1000) -> list[Change]:
-        """Retained changes with seq >= from_seq; Compacted when from_seq left the log."""
+    async def read_changes(
+        self, from_seq: int, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> list[Change]:
+        """Retained changes with seq >= from_seq: at most `limit`, and no more once `max_bytes`
+        of values are read. Compacted when from_seq has left the log."""
         self._check_open()
         assert self._scan is not None
         if from_seq < self.state.oldest_seq:
@@ -250,9 +253,13 @@ class Store:
             "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? "
             "ORDER BY seq LIMIT ?"
         )
+        changes: list[Change] = []
+        size = 0
         async with self._scan.execute(sql, (from_seq, limit)) as cur:
-            rows = await cur.fetchall()
-        changes = [Change(*row) for row in rows]
+            while size < max_bytes and (rows := await cur.fetchmany(200)):
+                for row in rows:
+                    changes.append(Change(*row))
+                    size += len(row[4] or b"") + len(row[2])
         if changes and changes[0].seq != from_seq:  # pruned while we read
             raise Compacted(f"seq {from_seq} left the retained log", oldest=changes[0].seq)
         return changes
