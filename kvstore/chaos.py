@@ -60,7 +60,8 @@ class Deletion:
     pod: str
     force: bool
     failed_writes: int = 0
-    writes_back_after: float | None = None  # seconds from the first failure to the next success
+    # seconds from the deletion until writes succeed again after its last failed write
+    writes_ok_after: float | None = None
     error: str | None = None
 
 
@@ -195,18 +196,21 @@ class Chaos:
 
     # --- disruption and watching -----------------------------------------------------------
     async def disruptor(self) -> None:
+        """Every interval, delete the next pod of a shuffled round of all of them (so each pod,
+        the manager included, goes once a round), graceful and forced in turn."""
         queue: list[str] = []
+        force = random.random() < 0.5
         tick = 1
         while not self.stopping.is_set():
             await self.pause(tick * self.args.interval - self.now())
             if self.stopping.is_set() or self.now() >= self.args.duration:
                 return
             tick += 1
-            running = {p.name for p in self.pods if p.url}
-            queue = queue or random.sample(sorted(running), len(running))
-            pod = queue.pop(0)
-            if pod in running:
-                await self.delete(pod, force=random.random() < 0.5)
+            running = sorted(p.name for p in self.pods if p.url)
+            queue = [q for q in queue if q in running] or random.sample(running, len(running))
+            if queue:
+                await self.delete(queue.pop(0), force)
+                force = not force
 
     async def delete(self, pod: str, force: bool) -> None:
         deletion = Deletion(round(self.now(), 2), pod, force)
@@ -283,16 +287,16 @@ class Chaos:
         return len(self.pods) == expected and all(p.ready and p.url for p in self.pods)
 
     def availability(self) -> None:
-        """For each deletion: writes that failed until the next one, and how long after the
-        first failure writes succeeded again."""
+        """For each deletion: the writes that failed until the next deletion, and how long
+        after the deletion writes succeeded again, once the last of those failures was over."""
         ends = [d.at for d in self.result.deletions[1:]] + [float("inf")]
         for deletion, end in zip(self.result.deletions, ends, strict=True):
             window = [(t, ok) for t, ok in self.timeline if deletion.at <= t < end]
             failed = [t for t, ok in window if not ok]
             deletion.failed_writes = len(failed)
             if failed:
-                back = next((t for t, ok in window if ok and t > failed[0]), None)
-                deletion.writes_back_after = None if back is None else round(back - failed[0], 2)
+                back = next((t for t, ok in window if ok and t > failed[-1]), None)
+                deletion.writes_ok_after = None if back is None else round(back - deletion.at, 2)
         self.result.keys = len(self.acks)
 
     # --- the verdict -----------------------------------------------------------------------
@@ -374,10 +378,11 @@ def render(r: Result) -> str:
         f"{r.keys} keys, {r.failed_writes} failed",
         f"reads       {r.reads} checked on followers, {r.reads_unavailable} unavailable",
         "availability:",
-        "   #  at       pod    mode      failed writes  writes back after",
+        "   #  at       pod    mode      failed writes  writes ok again after",
     ]
     for i, d in enumerate(r.deletions, 1):
-        back = "-" if d.writes_back_after is None else f"{d.writes_back_after:.2f}s"
+        back = "-" if not d.failed_writes else "not in the run"
+        back = back if d.writes_ok_after is None else f"{d.writes_ok_after:.2f}s"
         mode = "forced" if d.force else "graceful"
         note = f"  ({d.error})" if d.error else ""
         lines.append(

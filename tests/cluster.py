@@ -270,15 +270,18 @@ class LocalCluster:
         self.root = cwd / ".kvstore"
         self.port = free_port()
 
-    def run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a command in `cwd` with no KV_* variables from the test's environment."""
+    def run(
+        self, argv: Sequence[str], check: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in `cwd`: no KV_* variables from the test's environment, `env` added."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
         result = subprocess.run(
             list(argv),
             cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=CLI_TIMEOUT * 3,
-            env={k: v for k, v in os.environ.items() if not k.startswith("KV_")},
+            env={**base, **(env or {})},
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -287,8 +290,10 @@ class LocalCluster:
             )
         return result
 
-    def kvstore(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run([sys.executable, "-m", "kvstore.cli", *args], check)
+    def kvstore(
+        self, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run([sys.executable, "-m", "kvstore.cli", *args], check, env)
 
     def up(self) -> None:
         replicas, port = str(self.replicas), str(self.port)
