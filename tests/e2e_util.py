@@ -25,7 +25,7 @@ class Acked:
 
 async def put(
     session: aiohttp.ClientSession, url: str, key: str, value: bytes, **params: str
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     async with session.put(f"{url}/v1/kv/{key}", data=value, params=params) as resp:
         doc = await resp.json()
         return resp.status, doc, dict(resp.headers)

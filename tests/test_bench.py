@@ -10,10 +10,10 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from test_client import Server, running_server
 
 from kvstore import cli
 from kvstore.bench import Latency, Report, UsageError, _share, options_from, percentile
+from tests.test_client import Server, running_server
 
 
 # --- pure parts --------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_client import Server, free_port, running_server
 
 from kvstore import cli
 from kvstore.cli_client import (
@@ -45,6 +44,7 @@ from kvstore.client import (
     Unavailable,
     WaitTimeout,
 )
+from tests.test_client import Server, free_port, running_server
 
 Capture = pytest.CaptureFixture[bytes]
 KVSTORE = [sys.executable, "-m", "kvstore.cli"]

@@ -53,7 +53,9 @@ async def test_follower_behind_the_log_takes_a_snapshot_and_survives_a_kill_mid_
         await _bulk(cluster, 60_000, 300)
         offset = len(cluster.log(2))
         await cluster.restart(2)
-        await cluster.wait_until(_logged(cluster, 2, "snapshot: installing", offset), 30, "snapshot")
+        await cluster.wait_until(
+            _logged(cluster, 2, "snapshot: installing", offset), 30, "snapshot"
+        )
         await cluster.kill(2)
         assert "snapshot: installed" not in cluster.log(2)[offset:], "it finished before the kill"
         await cluster.restart(2)
@@ -82,7 +84,7 @@ async def test_manager_back_on_a_new_address_is_found_by_dns(tmp_path: Path) -> 
         await cluster.wait_ready(0)
 
         async def write_via_follower() -> bool:
-            status, doc, _ = await put(cluster.session, cluster.url(1), "after", b"y")
+            status, _, _ = await put(cluster.session, cluster.url(1), "after", b"y")
             return status in (200, 201)
 
         await cluster.wait_until(write_via_follower, 30, "a write through kv-1 to succeed")
@@ -184,7 +186,9 @@ async def _bulk(cluster: Cluster, keys: int, value_size: int) -> Acked:
     acked = Acked()
     value = base64.b64encode(b"x" * value_size).decode()
     for start in range(0, keys, 1000):
-        ops = [{"op": "put", "key": f"bulk{i:07d}", "value": value} for i in range(start, start + 1000)]
+        ops = [
+            {"op": "put", "key": f"bulk{i:07d}", "value": value} for i in range(start, start + 1000)
+        ]
         async with cluster.session.post(f"{cluster.url(0)}/v1/txn", json={"ops": ops}) as resp:
             assert resp.status == 200, await resp.text()
     return acked
