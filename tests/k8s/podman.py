@@ -134,20 +134,14 @@ class Podman:
         """Build the Dockerfile; pip in the build gets this machine's CA bundle and index."""
         pip_conf = self.workdir / "pip.conf"
         pip_conf.write_text(pip_config())
-        ca = host_ca_bundle()
-        self(
-            "build",
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "-v",
-            f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro",
-            "-v",
-            f"{pip_conf}:/etc/pip.conf:ro",
-            "-t",
-            IMAGE,
-            str(REPO),
-            timeout=1800,
-        )
+        mounts = [
+            f"--volume={host_ca_bundle()}:/etc/ssl/certs/ca-certificates.crt:ro",
+            f"--volume={pip_conf}:/etc/pip.conf:ro",
+        ]
+        # No layer cache and no older copy of the image: repeated runs leave nothing behind.
+        self.ok("rmi", IMAGE)
+        base_arg = f"--build-arg=BASE_IMAGE={base}"
+        self("build", "--layers=false", base_arg, *mounts, "-t", IMAGE, str(REPO), timeout=1800)
         return IMAGE
 
 

@@ -42,11 +42,17 @@ def test_job_may_delete_pods_and_nothing_more(rendered: dict[str, list[Obj]]) ->
     assert {verb for res, verb in verbs if res != "pods"} <= {"get", "list", "watch"}
 
 
-def test_job_arguments_parse(rendered: dict[str, list[Obj]]) -> None:
+def test_job_arguments_parse_and_find_the_set(rendered: dict[str, list[Obj]]) -> None:
     if importlib.util.find_spec("kvstore.chaos") is None:
         pytest.skip("kvstore.chaos does not exist yet")
-    chaos = containers(one(rendered["chaos"], "Job", "kv-chaos"))[-1]
+    objs = rendered["kind+auth"]
+    chaos = containers(one(objs, "Job", "kv-chaos"))[-1]
     env = env_values(chaos)
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in chaos["args"]]
     parsed = cli.build_parser().parse_args(args)
-    assert parsed.command == "chaos"
+    assert (parsed.command, parsed.target, parsed.namespace) == ("chaos", "kubectl", "default")
+    sts = one(objs, "StatefulSet", parsed.statefulset)
+    selector = dict(pair.split("=", 1) for pair in parsed.selector.split(","))
+    assert selector == sts["spec"]["selector"]["matchLabels"]
+    ports = [p["containerPort"] for c in containers(sts) for p in c["ports"]]
+    assert parsed.port in ports
