@@ -42,7 +42,10 @@ def parse_env(items: list[str]) -> tuple[dict[str, str], dict[str, dict[str, str
 
 
 def port_free(port: int) -> bool:
+    """Whether a pod could listen on `port` (as the server does, with SO_REUSEADDR: the
+    connections a stopped cluster left in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.2", port))
         except OSError:
