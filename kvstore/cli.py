@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvstore", description="A replicated key-value store made to run as a StatefulSet."
     )
+    from .cli_client import add_connection_arguments
+
+    add_connection_arguments(parser)  # `kvstore --url URL put a 1` as well as `put a 1 --url URL`
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = sub.add_parser(
         "serve",

@@ -303,6 +303,15 @@ def settings_fields() -> Sequence[str]:
     return [f.name for f in fields(Settings)]
 
 
+def settings_table() -> str:
+    """The README's settings table, in Markdown; a test keeps the README equal to it."""
+    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        meaning = s.help + (f" (one of: {', '.join(s.choices)})" if s.choices else "")
+        rows.append(f"| `{s.env}` | `{s.flag}` | {s.shown_default()} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
 def describe(settings: Settings) -> dict[str, Any]:
     """The settings as a dict with secrets masked, for logs and status."""
     out: dict[str, Any] = {}
