@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,8 @@ class Supervisor:
             raise PodError(f"pod {name} is not running")
         if pod.terminating:
             raise PodError(f"pod {name} is already terminating")
-        return await self._terminate(pod, force, "delete-pod")
+        # Shielded: a caller that goes away does not leave the pod half deleted.
+        return int(await asyncio.shield(self._spawn(self._terminate(pod, force, "delete-pod"))))
 
     def record(self, pod: str, event: str, **details: Any) -> None:
         entry = self.events.record(pod, event, **details)
@@ -186,10 +187,14 @@ class Supervisor:
         write_json_atomic(self.layout.cluster_file, data)
 
     async def _shutdown(self) -> None:
+        """Stop the pods, highest ordinal first; a pod already terminating (a deletion in
+        flight) is waited for too, so that no process outlives the supervisor."""
         for ordinal in sorted(self.pods, reverse=True):
             pod = self.pods[ordinal]
             if pod.process is not None and not pod.terminating:
                 await self._terminate(pod, False, "down")
+            elif pod.process is not None:
+                await pod.process.terminate(self.grace)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- the control loop ----------------------------------------------------------------
@@ -219,10 +224,12 @@ class Supervisor:
             self._spawn(self._terminate(pod, False, "scale"))
         return True
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `work` as a task the supervisor waits for before it exits."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _create(self, pod: Pod) -> None:
         spec = PodSpec(
