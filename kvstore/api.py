@@ -58,22 +58,29 @@ def _conditions(request: web.Request) -> dict[str, Any]:
     return cond
 
 
-async def _acked(node: Node, request: web.Request, seq: int) -> None:
+def _ack_wait(request: web.Request) -> tuple[int, float]:
+    """`?ack=N&timeout=S`, checked before anything is written."""
     n = h.int_param(request, "ack", 0, maximum=1000) or 0
+    return n, h.float_param(request, "timeout", DEFAULT_WAIT)
+
+
+async def _acked(node: Node, ack: tuple[int, float], seq: int) -> None:
+    n, timeout = ack
     if n:
-        await node.tracker.wait_for(n, seq, h.float_param(request, "timeout", DEFAULT_WAIT))
+        await node.tracker.wait_for(n, seq, timeout)
 
 
 async def put_key(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     key = _key(request, node)
     cond = _conditions(request)
+    ack = _ack_wait(request)
     body = await h.read_body(request, node.settings.max_value_bytes, "the value")
     if not node.is_manager:
         return await forward(node, request, body)
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(PUT, key, body, **cond)])))[0]
-    await _acked(node, request, result["seq"])
+    await _acked(node, ack, result["seq"])
     out = {"key": key, "version": result["version"], "seq": result["seq"]}
     headers = _headers(node, result["version"]) | {"X-KV-Seq": str(result["seq"])}
     return h.json_response(out, 201 if result["created"] else 200, headers)
@@ -83,11 +90,12 @@ async def delete_key(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     key = _key(request, node)
     cond = _conditions(request)
+    ack = _ack_wait(request)
     if not node.is_manager:
         return await forward(node, request, b"")
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(DELETE, key, **cond)])))[0]
-    await _acked(node, request, result["seq"])
+    await _acked(node, ack, result["seq"])
     headers = _headers(node) | {"X-KV-Seq": str(result["seq"])}
     return h.json_response({"key": key, "seq": result["seq"]}, 200, headers)
 
@@ -202,13 +210,14 @@ async def txn(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = await h.read_body(request, TXN_BODY_LIMIT, "the txn body")
     ops = parse_txn(body, node)
+    ack = _ack_wait(request)
     if not node.is_manager:
         return await forward(node, request, body)
     node.require_data()
     results = await node.store.write(WriteRequest(ops, txn=True))
     seqs = [r["seq"] for r in results if "seq" in r]
     seq = seqs[-1] if seqs else node.store.state.seq
-    await _acked(node, request, seq)
+    await _acked(node, ack, seq)
     headers = _headers(node) | {"X-KV-Seq": str(seq)}
     return h.json_response({"seq": seq, "results": results}, 200, headers)
 

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from .errors import ManagerUnavailable
+from .httputil import float_param
 from .node import Node
 
 log = logging.getLogger("kvstore.forward")
@@ -29,7 +30,7 @@ async def forward(node: Node, request: web.Request, body: bytes) -> web.StreamRe
     if request.query.get("redirect", "").lower() == "true":
         raise web.HTTPTemporaryRedirect(base + str(url))
     headers = {h: request.headers[h] for h in PASS_REQUEST if h in request.headers}
-    wait = float(request.query.get("timeout", "0") or 0)
+    wait = float_param(request, "timeout", 0.0)
     timeout = aiohttp.ClientTimeout(total=max(30.0, wait + 10), connect=3)
     try:
         async with node.session.request(

@@ -84,7 +84,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_response(
             error_body(code, f"{exc.reason}: {request.method} {request.path}"),
             exc.status,
-            dict(exc.headers.items()) if exc.status == 405 else None,
+            {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
         )
 
 
