@@ -154,7 +154,7 @@ async def test_txn_is_all_or_nothing_and_names_the_failing_op(
     client: TestClient[Any, Any],
 ) -> None:
     v = base64.b64encode(b"1").decode()
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "put", "key": "t1", "value": v},
         {"op": "put", "key": "t2", "value": v, "if_version": 3},
     ]
