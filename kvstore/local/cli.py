@@ -206,7 +206,8 @@ def _with_control(
 
 async def _status(control: ControlClient, args: argparse.Namespace) -> int:
     cluster = await control.cluster()
-    statuses = await pod_statuses(cluster["pods"])
+    token = args.token or os.environ.get("KV_AUTH_TOKEN") or None
+    statuses = await pod_statuses(cluster["pods"], token)
     if args.json:
         for pod, status in zip(cluster["pods"], statuses, strict=True):
             pod["status"] = status
@@ -282,6 +283,9 @@ def register(sub: Sub) -> None:
     p = commands.add_parser("status", parents=[common], help="the pods, their roles and seqs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--events", action="store_true", help="also list the pod events")
+    p.add_argument(
+        "--token", help="client token, to read each pod's status (default: $KV_AUTH_TOKEN)"
+    )
     p.set_defaults(func=_with_control("status", _status))
 
     p = commands.add_parser("delete-pod", parents=[common], help="delete a pod; it comes back")

@@ -14,11 +14,13 @@ COLUMNS = ("NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "PORT", "ROLE", "
 
 
 async def pod_statuses(
-    pods: Sequence[dict[str, Any]],
-    timeout: float = 2.0,
+    pods: Sequence[dict[str, Any]], token: str | None = None, timeout: float = 2.0
 ) -> list[dict[str, Any] | None]:
-    """Each pod's `/v1/status` (None where the pod does not answer), in the order given."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    """Each pod's `/v1/status` (None where the pod does not answer), in the order given.
+    `token`: the client token of a cluster started with KV_AUTH_TOKEN."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=deadline, headers=headers) as session:
         return list(await asyncio.gather(*(_status(session, pod.get("url")) for pod in pods)))
 
 
