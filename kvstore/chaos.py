@@ -40,6 +40,14 @@ from .local.targets import (
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 RECENT = 2000  # acknowledged writes the readers choose from
 READ_WAIT = 3.0  # seconds a follower may take to reach a read's min_seq
+VIOLATION_KINDS = (
+    "lost write",
+    "diverged",
+    "read-your-writes",
+    "monotonic reads",
+    "seq went backwards",
+    "unreachable",
+)
 
 
 def digest_of(value: bytes) -> str:
@@ -377,6 +385,23 @@ def render(r: Result) -> str:
         f"writes      {r.acked} acknowledged ({r.acked / max(r.duration, 1e-9):.0f}/s) on "
         f"{r.keys} keys, {r.failed_writes} failed",
         f"reads       {r.reads} checked on followers, {r.reads_unavailable} unavailable",
+        *_availability(r),
+        "replicas:",
+        *(
+            f"  {name:<6} seq {rep.get('seq', '?')}  digest {rep.get('digest', '?')}  "
+            f"lost writes {rep.get('lost', '?')}"
+            for name, rep in sorted(r.replicas.items())
+        ),
+    ]
+    counts = {k: sum(v["kind"] == k for v in r.violations) for k in VIOLATION_KINDS}
+    lines.append("checks:     " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+    lines += [f"  VIOLATION {v['kind']}: {v['message']}" for v in r.violations[:30]]
+    verdict = "PASS" if r.passed else f"FAIL ({len(r.violations)} violations)"
+    return "\n".join([*lines, f"verdict:    {verdict}"])
+
+
+def _availability(r: Result) -> list[str]:
+    lines = [
         "availability:",
         "   #  at       pod    mode      failed writes  writes ok again after",
     ]
@@ -388,20 +413,7 @@ def render(r: Result) -> str:
         lines.append(
             f"  {i:>2}  {d.at:>6.1f}s  {d.pod:<6} {mode:<9} {d.failed_writes:>13}  {back}{note}"
         )
-    lines.append("replicas:")
-    for name, rep in sorted(r.replicas.items()):
-        lines.append(
-            f"  {name:<6} seq {rep.get('seq', '?')}  digest {rep.get('digest', '?')}  "
-            f"lost writes {rep.get('lost', '?')}"
-        )
-    kinds = ("lost write", "diverged", "read-your-writes", "monotonic reads", "seq went backwards")
-    counts = {k: sum(v["kind"] == k for v in r.violations) for k in kinds}
-    lines.append("checks:     " + ", ".join(f"{k} {n}" for k, n in counts.items()))
-    lines += [f"  VIOLATION {v['kind']}: {v['message']}" for v in r.violations[:30]]
-    lines.append(
-        "verdict:    " + ("PASS" if r.passed else f"FAIL ({len(r.violations)} violations)")
-    )
-    return "\n".join(lines)
+    return lines
 
 
 # --- the command -----------------------------------------------------------------------------
