@@ -251,42 +251,67 @@ class _Load:
 
 
 # --- the measuring process -----------------------------------------------------------------
-def run_load(specs: Sequence[LoadSpec], progress: Progress, what: str) -> list[LoadResult]:
-    """Run each spec in its own spawned process; show progress until all have reported."""
-    ctx = multiprocessing.get_context("spawn")
-    counters = [ctx.Value("q", 0) for _ in specs]
-    procs, pipes = [], []
-    for spec, counter in zip(specs, counters, strict=True):
-        recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_load_main, args=(spec, counter, send), daemon=True)
-        proc.start()
-        send.close()
-        procs.append(proc)
-        pipes.append(recv)
-    try:
-        return _collect(pipes, counters, progress, what)
-    finally:
-        for proc in procs:
+class LoadGroup:
+    """Load processes, one per spec (spawned, so nothing of this process leaks into them).
+    Leaving the `with` block stops any still running."""
+
+    def __init__(self, specs: Sequence[LoadSpec]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.counters: list[Counter] = [ctx.Value("q", 0) for _ in specs]
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.pending: dict[Connection, int] = {}
+        self.results: dict[int, LoadResult] = {}
+        self.start = time.monotonic()
+        for worker, (spec, counter) in enumerate(zip(specs, self.counters, strict=True)):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_load_main, args=(spec, counter, send), daemon=True)
+            proc.start()
+            send.close()
+            self.procs.append(proc)
+            self.pending[recv] = worker
+
+    def __enter__(self) -> LoadGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()
             proc.join()
-        progress.done()
 
-
-def _collect(
-    pipes: Sequence[Connection], counters: Sequence[Counter], progress: Progress, what: str
-) -> list[LoadResult]:
-    pending = {conn: worker for worker, conn in enumerate(pipes)}
-    results: dict[int, LoadResult] = {}
-    start = time.monotonic()
-    while pending:
-        for ready in multiprocessing.connection.wait(list(pending), timeout=0.25):
+    def collect(self, timeout: float) -> bool:
+        """Take the results that arrive within `timeout` s; True once every process reported."""
+        for ready in multiprocessing.connection.wait(list(self.pending), timeout=timeout):
             conn = cast(Connection, ready)
-            worker = pending.pop(conn)
-            results[worker] = _receive(conn, worker)
-        n, elapsed = sum(c.value for c in counters), time.monotonic() - start
-        progress.show(f"{what}: {n} requests in {elapsed:.1f} s, {n / elapsed:.0f}/s")
-    return [results[w] for w in range(len(pipes))]
+            worker = self.pending.pop(conn)
+            self.results[worker] = _receive(conn, worker)
+        return not self.pending
+
+    def progress_text(self, what: str) -> str:
+        n, elapsed = sum(c.value for c in self.counters), time.monotonic() - self.start
+        return f"{what}: {n} requests in {elapsed:.1f} s, {n / elapsed:.0f}/s"
+
+    def ordered(self) -> list[LoadResult]:
+        return [self.results[w] for w in range(len(self.procs))]
+
+
+def run_load(specs: Sequence[LoadSpec], progress: Progress, what: str) -> list[LoadResult]:
+    """Run each spec in its own process, showing progress until all have reported."""
+    with LoadGroup(specs) as group:
+        while not group.collect(timeout=0.25):
+            progress.show(group.progress_text(what))
+    progress.done()
+    return group.ordered()
+
+
+async def run_load_async(spec: LoadSpec, progress: Progress, what: str) -> LoadResult:
+    """`run_load` for one spec inside an event loop, which keeps running (and can cancel)."""
+    with LoadGroup([spec]) as group:
+        while not group.collect(timeout=0):
+            progress.show(group.progress_text(what))
+            await asyncio.sleep(0.25)
+    progress.done()
+    return group.ordered()[0]
 
 
 def _receive(conn: Connection, worker: int) -> LoadResult:
@@ -418,7 +443,7 @@ async def _lag(opts: BenchOptions, progress: Progress) -> Report:
                 rate=opts.rate,
                 key_prefix=prefix,
             )
-            [result] = await asyncio.to_thread(run_load, [spec], progress, "lag")
+            result = await run_load_async(spec, progress, "lag")
             _crashes([result])
             await seen.wait_for({seq for seq, _ in result.acks}, CATCH_UP_GRACE)
         finally:
