@@ -347,7 +347,30 @@ def scenario_put(opts: BenchOptions, progress: Progress) -> Report:
     """PUT throughput and latency: `workers` processes, `concurrency` connections in all, each
     sending its next PUT as soon as the last one is answered."""
     target = asyncio.run(_describe_url(opts.url, opts.token))
-    specs = [
+    results = run_load(_put_specs(opts), progress, "put")
+    _crashes(results)
+    ok = sum(len(r.latencies) for r in results)
+    seconds = max(r.seconds for r in results)
+    return Report(
+        scenario="put",
+        target=target,
+        load_generator=f"{_plural(opts.workers, 'process')} (multiprocessing), "
+        f"{_plural(opts.concurrency, 'connection')} in all, python aiohttp; "
+        "measured apart from the load",
+        seconds=seconds,
+        ok=ok,
+        failed=sum(r.failed for r in results),
+        per_second=ok / seconds if seconds else 0.0,
+        latency=Latency.of([x for r in results for x in r.latencies]),
+        latency_label="PUT latency",
+        extra={"concurrency": opts.concurrency, "value_size": human_size(opts.value_size)},
+        error_samples=[e for r in results for e in r.error_samples][:3],
+    )
+
+
+def _put_specs(opts: BenchOptions) -> list[LoadSpec]:
+    """The connections, and any request count, shared out among the workers."""
+    return [
         LoadSpec(
             opts.url,
             opts.token,
@@ -359,25 +382,6 @@ def scenario_put(opts: BenchOptions, progress: Progress) -> Report:
         )
         for w in range(opts.workers)
     ]
-    results = run_load(specs, progress, "put")
-    _crashes(results)
-    ok = sum(len(r.latencies) for r in results)
-    seconds = max(r.seconds for r in results)
-    per = _plural(specs[0].concurrency, "connection")
-    return Report(
-        scenario="put",
-        target=target,
-        load_generator=f"{_plural(opts.workers, 'process')} (multiprocessing) x {per}, "
-        "python aiohttp; measured apart from the load",
-        seconds=seconds,
-        ok=ok,
-        failed=sum(r.failed for r in results),
-        per_second=ok / seconds if seconds else 0.0,
-        latency=Latency.of([x for r in results for x in r.latencies]),
-        latency_label="PUT latency",
-        extra={"concurrency": opts.concurrency, "value_size": human_size(opts.value_size)},
-        error_samples=[e for r in results for e in r.error_samples][:3],
-    )
 
 
 async def _describe_url(url: str, token: str | None) -> str:

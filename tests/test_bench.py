@@ -12,7 +12,15 @@ from collections.abc import Iterator
 import pytest
 
 from kvstore import cli
-from kvstore.bench import Latency, Report, UsageError, _share, options_from, percentile
+from kvstore.bench import (
+    Latency,
+    Report,
+    UsageError,
+    _put_specs,
+    _share,
+    options_from,
+    percentile,
+)
 from tests.test_client import Server, running_server
 
 
@@ -39,11 +47,17 @@ def test_share_splits_evenly() -> None:
     assert sum(_share(64, 5, i) for i in range(5)) == 64
 
 
+def test_put_specs_share_connections_and_requests() -> None:
+    specs = _put_specs(options_from(_args(concurrency=5, workers=2, requests=9)))
+    assert [(s.worker, s.concurrency, s.requests) for s in specs] == [(0, 3, 5), (1, 2, 4)]
+    assert all(s.rate is None and s.duration is None for s in specs)
+
+
 def test_report_table_and_json() -> None:
     report = Report(
         scenario="put",
         target="http://127.0.0.1:8080 (kv-0, manager)",
-        load_generator="1 process x 64 connections",
+        load_generator="1 process (multiprocessing), 64 connections in all",
         seconds=2.0,
         ok=1000,
         failed=0,
