@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import api, health, logs, replication
+from . import api, backup, health, logs, replication
 from .config import Settings
 from .discovery import Discovery
 from .follower import Follower
@@ -37,6 +37,8 @@ CLIENT_MAX_SIZE = 1 << 40
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
+    if s.restore_from and backup.restore_into(s.data_dir, s.restore_from):
+        log.info("started from the backup %s", s.restore_from)
     store = Store(
         s.data_dir,
         durability=s.durability,
@@ -106,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     api.add_routes(app)
     health.add_routes(app)
     replication.add_routes(app)
+    backup.add_routes(app)
     app.router.add_get("/metrics", metrics_handler)
     return app
 

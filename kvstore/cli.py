@@ -24,6 +24,7 @@ EXIT_CONDITION = 4
 COMMAND_MODULES = (
     "kvstore.cli_client",
     "kvstore.bench",
+    "kvstore.backup",
     "kvstore.local.cli",
     "kvstore.chaos",
 )

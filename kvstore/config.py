@@ -124,6 +124,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("KV_ACCESS_LOG", bool, False, "log a line per HTTP request (costs throughput)"),
     Setting(
+        "KV_RESTORE_FROM",
+        str,
+        None,
+        "a backup file (`kvstore backup`) to start from when the volume holds no database",
+    ),
+    Setting(
         "KV_FAULT_SKIP_SEQ",
         int,
         None,
@@ -163,6 +169,7 @@ class Settings:
     log_format: str
     log_level: str
     access_log: bool
+    restore_from: str | None
     fault_skip_seq: int | None
 
     @property
