@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from . import httputil as h
-from .errors import Compacted, InvalidRequest, KeyNotFound, KVError, TooLarge
+from .errors import Compacted, InvalidKey, InvalidRequest, KeyNotFound, KVError, TooLarge
 from .feed import follow
 from .forward import forward
 from .model import DELETE, PUT, Change, Op, WriteRequest, validate_key
@@ -256,6 +256,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 await resp.write(("\n".join(lines) + "\n").encode())
     except KVError as exc:
         await resp.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
+    except ConnectionError:
+        pass  # the watcher went away
     finally:
         node_streams(request).discard(task)
     return resp
@@ -265,8 +267,15 @@ def node_streams(request: web.Request) -> set[asyncio.Task[Any]]:
     return request.app[STREAMS]
 
 
+async def empty_key(request: web.Request) -> web.StreamResponse:
+    _node(request)
+    raise InvalidKey("the key is empty: keys are 1 or more bytes of UTF-8")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/kv", list_keys)
+    for method in ("GET", "PUT", "DELETE"):
+        app.router.add_route(method, "/v1/kv/", empty_key)
     app.router.add_route("GET", "/v1/kv/{key:.+}", get_key)
     app.router.add_route("PUT", "/v1/kv/{key:.+}", put_key)
     app.router.add_route("DELETE", "/v1/kv/{key:.+}", delete_key)

@@ -80,6 +80,7 @@ async def test_put_get_delete_and_headers(client: TestClient[Any, Any]) -> None:
     ("method", "path", "kwargs", "status", "code"),
     [
         ("PUT", "/v1/kv/%01", {"data": b"x"}, 400, "invalid_key"),
+        ("PUT", "/v1/kv/", {"data": b"x"}, 400, "invalid_key"),
         ("PUT", "/v1/kv/%FF", {"data": b"x"}, 400, "invalid_key"),
         ("PUT", "/v1/kv/" + "k" * 1025, {"data": b"x"}, 413, "too_large"),
         ("PUT", "/v1/kv/big", {"data": b"x" * 1001}, 413, "too_large"),
