@@ -77,7 +77,7 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
     app[api.NODE] = node
     app[METRICS].bind(node)
     log.info("starting as %s (ordinal %d; manager is %s)", s.role, s.ordinal, s.manager_fqdn)
-    work = restore_or_init(node) if s.is_manager else Follower(node).run()
+    work = restore_or_init(node) if s.is_manager else Follower(node, app[METRICS]).run()
     task = asyncio.create_task(work, name=f"kv-{s.role}")
     yield
     task.cancel()

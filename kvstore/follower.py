@@ -23,6 +23,7 @@ import aiohttp
 
 from . import snapshot
 from .errors import Compacted, Diverged, EpochMismatch, KVError, ManagerUnavailable
+from .metrics import Metrics
 from .model import Change
 from .ndjson import iter_lines
 from .node import Node
@@ -62,8 +63,8 @@ async def first_error(*coros: Coroutine[Any, Any, None]) -> None:
 
 
 class Follower:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, node: Node, metrics: Metrics | None = None) -> None:
+        self.node, self.metrics = node, metrics
         self.store = node.store
         self.progress = node.progress
         self.backoff = Backoff()
@@ -97,7 +98,9 @@ class Follower:
         self._failed(exc.message)
 
     def _failed(self, reason: str) -> None:
-        if not self.failing or reason != self.progress.last_error:
+        # A failure that ends a connected session is said by `_disconnected`, with this reason.
+        repeated = self.failing and reason == self.progress.last_error
+        if not self.progress.connected and not repeated:
             log.warning("replication from the manager failed: %s", reason)
         self.failing = True
         self.progress.last_error = reason
@@ -108,7 +111,9 @@ class Follower:
             p.connected = False
             p.lost_at = time.monotonic()
             p.reconnects += 1
-            log.info("disconnected from the manager at seq %d", self.store.state.seq)
+            level = logging.WARNING if p.last_error else logging.INFO
+            why = p.last_error or "this pod is stopping"
+            log.log(level, "disconnected from the manager at seq %d: %s", self.store.state.seq, why)
         p.manager_url = None
 
     async def _session(self) -> None:
@@ -138,7 +143,8 @@ class Follower:
         p.last_heard = time.monotonic()
         p.epoch_mismatch = p.diverged = None
         self.backoff.reset()
-        word = "recovered: reconnected" if self.failing else "connected"
+        word = "reconnected" if p.reconnects else "connected"
+        word = "recovered: " + word if self.failing else word
         log.info(
             "%s to the manager %s at seq %d (manager at %d)",
             word,
@@ -228,7 +234,10 @@ class Follower:
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
         async with self.node.session.get(
-            f"{url}/v1/replication/snapshot", headers=self._headers(), timeout=timeout
+            f"{url}/v1/replication/snapshot",
+            params={"pod": self.node.settings.pod_name},
+            headers=self._headers(),
+            timeout=timeout,
         ) as resp:
             await _raise_for(resp)
             lines = iter_lines(resp.content)
@@ -240,6 +249,10 @@ class Follower:
                 )
             log.info("snapshot: installing %d keys at seq %d from %s", header.keys, header.seq, url)
             await snapshot.install(self.store, header, lines, self._snapshot_progress)
+            await resp.content.read()  # to the end, so that the manager's send completes
+            if self.metrics is not None:
+                seconds = time.monotonic() - started
+                self.metrics.snapshot_installed(resp.content.total_bytes, seconds)
         p.snapshots_installed += 1
         p.snapshot_progress = None
         p.manager_seq = max(p.manager_seq, header.seq)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .errors import ManagerUnavailable
 from .httputil import float_param
+from .metrics import METRICS
 from .node import Node
 
 log = logging.getLogger("kvstore.forward")
@@ -29,6 +30,8 @@ async def forward(node: Node, request: web.Request, body: bytes) -> web.StreamRe
     url = request.rel_url.with_query(query)
     if request.query.get("redirect", "").lower() == "true":
         raise web.HTTPTemporaryRedirect(base + str(url))
+    if request.method != "GET":  # a GET here is a read with consistency=manager
+        request.app[METRICS].forwarded.inc()
     headers = {h: request.headers[h] for h in PASS_REQUEST if h in request.headers}
     wait = float_param(request, "timeout", 0.0)
     timeout = aiohttp.ClientTimeout(total=max(30.0, wait + 10), connect=3)

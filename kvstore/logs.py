@@ -12,12 +12,15 @@ from .config import Settings
 
 
 class _Context(logging.Filter):
-    def __init__(self, settings: Settings, seq: Callable[[], int]) -> None:
+    """Adds pod, role and seq to each record; seq is `-` (JSON: null) until the store is open."""
+
+    def __init__(self, settings: Settings, seq: Callable[[], int] | None = None) -> None:
         super().__init__()
         self.pod, self.role, self.seq = settings.pod_name, settings.role, seq
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.pod, record.role, record.seq = self.pod, self.role, self.seq()
+        record.pod, record.role = self.pod, self.role
+        record.seq = "-" if self.seq is None else self.seq()
         return True
 
 
@@ -28,13 +31,17 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "pod": getattr(record, "pod", None),
             "role": getattr(record, "role", None),
-            "seq": getattr(record, "seq", None),
+            "seq": _seq(getattr(record, "seq", None)),
             "logger": record.name,
             "msg": record.getMessage(),
         }
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)
+
+
+def _seq(value: object) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 TEXT = "%(asctime)s %(levelname)-7s %(pod)s %(role)s seq=%(seq)s %(name)s: %(message)s"
@@ -52,7 +59,7 @@ def bind_seq(seq: Callable[[], int]) -> None:
 def setup(settings: Settings) -> None:
     """Configure the root logger once for `kvstore serve`."""
     handler = logging.StreamHandler(sys.stderr)
-    context = _Context(settings, lambda: 0)
+    context = _Context(settings)
     _contexts[:] = [context]
     handler.addFilter(context)
     if settings.log_format == "json":

@@ -138,18 +138,17 @@ async def snapshot_handler(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     sent, started = 0, time.monotonic()
+    to = request.query.get("pod") or request.remote
     try:
         async for line in snapshot.produce(node.store):
             sent += len(line)
             await resp.write(line)
     except ConnectionError as exc:
-        log.info("snapshot to %s cut off after %d bytes: %s", request.remote, sent, exc)
+        log.info("snapshot to %s cut off after %d bytes: %s", to, sent, exc)
         return resp
     seconds = time.monotonic() - started
-    log.info("snapshot sent to %s: %d bytes in %.2fs", request.remote, sent, seconds)
-    metrics = request.app[METRICS]
-    metrics.snapshots_sent.inc()
-    metrics.snapshot_bytes.inc(sent)
+    log.info("snapshot sent to %s: %d bytes in %.2fs", to, sent, seconds)
+    request.app[METRICS].snapshot_sent(sent, seconds)
     return resp
 
 
