@@ -26,6 +26,7 @@ from .metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from .node import Node
 from .restore import restore_or_init
 from .storage import Store
+from .web import add_routes as add_page_routes
 
 log = logging.getLogger("kvstore.app")
 SETTINGS = web.AppKey("settings", Settings)
@@ -110,6 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     replication.add_routes(app)
     backup.add_routes(app)
     app.router.add_get("/metrics", metrics_handler)
+    add_page_routes(app)
     return app
 
 

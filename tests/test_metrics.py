@@ -15,7 +15,7 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_pair(root: Path) -> AsyncIterator[Pair]:
-    """Start kv-0 and kv-1 and wait until kv-1 is ready (it took its snapshot at seq 0)."""
+async def running_pair(root: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Pair]:
+    """Start kv-0 and kv-1 (with `env` added to their settings) and wait until kv-1 is ready
+    (it took its snapshot at seq 0)."""
     port = free_port()
     table = RecordTable(port=port)
     addresses = loopback_addresses(first=40)
@@ -85,7 +86,8 @@ async def running_pair(root: Path) -> AsyncIterator[Pair]:
             for name in ("kv-0", "kv-1"):
                 address = next(addresses)
                 table.set_pod(name, address)
-                env = {
+                settings = {
+                    **(env or {}),
                     "KV_POD_NAME": name,
                     "KV_DATA_DIR": str(root / name),
                     "KV_HOST": address,
@@ -93,10 +95,14 @@ async def running_pair(root: Path) -> AsyncIterator[Pair]:
                     "KV_DNS_SERVER": dns.address,
                     "KV_DURABILITY": "normal",
                 }
-                server = TestServer(create_app(config.load(env=env)), host=address, port=port)
+                app = create_app(config.load(env=settings))
+                server = TestServer(app, host=address, port=port)
                 await server.start_server()
                 servers.append(server)
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            token = (env or {}).get("KV_AUTH_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
                 manager, follower = (str(s.make_url("")) for s in servers)
                 pair = Pair(manager, follower, session)
 
