@@ -12,8 +12,10 @@ import pytest
 
 from kvstore.local.cli import parse_env
 from kvstore.local.pod import free_port
+from kvstore.local.revisions import Policies, Revisions, SpecError, Template
+from kvstore.local.rollout import parse_assignments
 from kvstore.local.state import read_cluster_file, read_events
-from kvstore.local.status import age, table
+from kvstore.local.status import age, summary, table
 from tests.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -69,11 +71,12 @@ def test_up_put_get_and_status(cluster: LocalCluster) -> None:
         "ROLE",
         "SEQ",
         "LAG",
+        "REVISION",
     ]
-    assert [line.split()[:3] for line in lines[1:]] == [
+    assert [line.split()[:3] for line in lines[1:4]] == [
         [f"kv-{n}", "1/1", "Running"] for n in range(3)
     ]
-    assert [line.split()[7:9] for line in lines[1:]] == [
+    assert [line.split()[7:9] for line in lines[1:4]] == [
         ["manager", "1"],
         ["follower", "1"],
         ["follower", "1"],
@@ -202,3 +205,72 @@ def test_status_table_and_ages() -> None:
         "-",
         "-",
     ]
+
+
+def test_template_revisions_and_the_rollout_order() -> None:
+    base = Template({"KV_LOG_LEVEL": "info"})
+    assert base.revision == Template({"KV_LOG_LEVEL": "info"}).revision  # content, not identity
+    assert base.revision.startswith("kv-") and len(base.revision) == 13
+    debug = base.changed({"KV_LOG_LEVEL": "debug"})
+    assert debug.revision != base.revision
+    assert debug.changed({}, unset=["KV_LOG_LEVEL"]).env == {}
+    assert base.changed({}, restart=True).revision != base.revision
+
+    revisions = Revisions(base, partition=2)
+    rolling, on_delete = Policies(), Policies(update_strategy="OnDelete")
+    assert revisions.apply(debug) and not revisions.apply(debug)
+    assert (revisions.current, revisions.update) == (base.revision, debug.revision)
+    # A pod created now: below the partition the current revision, at or above it the new one.
+    assert [revisions.revision_for(o, rolling) for o in range(3)] == [base.revision] * 2 + [
+        debug.revision
+    ]
+    assert {revisions.revision_for(o, on_delete) for o in range(3)} == {debug.revision}
+    pods: dict[int, str | None] = {o: base.revision for o in range(3)}
+    assert revisions.next_to_roll(pods, 3) == 2
+    pods[2] = debug.revision
+    assert revisions.next_to_roll(pods, 3) is None  # the rest is below the partition
+    assert not revisions.settle(pods, 3)
+    revisions.partition = 0
+    assert revisions.next_to_roll(pods, 3) == 1
+    pods[1] = pods[0] = debug.revision
+    assert revisions.settle(pods, 3) and revisions.current == debug.revision
+
+
+def test_policies_and_secrets_in_the_template() -> None:
+    with pytest.raises(SpecError, match="expected one of OrderedReady, Parallel"):
+        Policies(pod_management_policy="Sometimes")
+    with pytest.raises(SpecError, match="whenScaled"):
+        Policies(when_scaled="Keep")
+    shown = Template({"KV_AUTH_TOKEN": "s3cret", "KV_LOG_LEVEL": "debug"}).describe()
+    assert shown["env"] == {"KV_AUTH_TOKEN": "***", "KV_LOG_LEVEL": "debug"}
+    assert parse_assignments(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_assignments(["A"])
+
+
+def test_status_summary_names_the_pods_not_yet_rolled() -> None:
+    pods = [
+        {"name": f"kv-{o}", "ordinal": o, "revision": rev}
+        for o, rev in enumerate(["kv-old", "kv-old", "kv-new"])
+    ]
+    cluster = {
+        "replicas": 3,
+        "pod_management_policy": "OrderedReady",
+        "update_strategy": "RollingUpdate",
+        "partition": 1,
+        "when_scaled": "Retain",
+        "when_deleted": "Delete",
+        "current_revision": "kv-old",
+        "update_revision": "kv-new",
+        "rolling": "kv-1",
+        "volumes": ["kv-0", "kv-1", "kv-2", "kv-3"],
+        "pods": pods,
+    }
+    assert summary(cluster) == [
+        "statefulset kv: 3 replicas, OrderedReady, RollingUpdate (partition 1), "
+        "volumes whenScaled Retain, whenDeleted Delete",
+        "update revision kv-new: 1/3 pods (current revision kv-old); not yet: kv-1, kv-0; "
+        "rolling kv-1",
+        "volumes: kv-0, kv-1, kv-2, kv-3",
+    ]
+    assert table(pods, [None] * 3, now=1.0).splitlines()[0].split()[-1] == "REVISION"

@@ -1,4 +1,5 @@
-"""`kvstore local up | status | delete-pod | scale | down`: a StatefulSet on one machine."""
+"""`kvstore local up | status | delete-pod | scale | rollout | down`: a StatefulSet on one
+machine."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from . import rollout
 from .control import ControlClient, NoCluster, serve_control
 from .pod import CONTROLLED
+from .revisions import (
+    POD_MANAGEMENT_POLICIES,
+    RETENTION_POLICIES,
+    UPDATE_STRATEGIES,
+    Policies,
+)
 from .state import DEFAULT_DIR, Layout, SupervisorLock, process_alive, read_cluster_file
-from .status import pod_statuses, table
+from .status import pod_statuses, summary, table
 from .supervisor import PodError, Supervisor
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -90,12 +98,36 @@ async def _supervise(args: argparse.Namespace, root: Path) -> None:
         env={**env, **common},
         pod_env=per_pod,
         emit=announcer,
+        policies=_policies(args),
+        partition=args.partition,
     )
     announcer.supervisor = supervisor
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, supervisor.request_down)
     await supervisor.run(serve_control)
+
+
+def _policies(args: argparse.Namespace) -> Policies:
+    return Policies(
+        pod_management_policy=args.pod_management_policy,
+        when_scaled=args.when_scaled,
+        when_deleted=args.when_deleted,
+        update_strategy=args.update_strategy,
+    )
+
+
+# The options of `up` that a detached supervisor is started with again, and how.
+SPEC_OPTIONS = (
+    ("--replicas", "replicas"),
+    ("--port", "port"),
+    ("--grace", "grace"),
+    ("--pod-management-policy", "pod_management_policy"),
+    ("--when-scaled", "when_scaled"),
+    ("--when-deleted", "when_deleted"),
+    ("--update-strategy", "update_strategy"),
+    ("--partition", "partition"),
+)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -105,6 +137,8 @@ def _up(args: argparse.Namespace) -> int:
         parse_env(args.env)
     except ValueError as exc:
         return _fail("up", str(exc), EXIT_USAGE)
+    if args.partition < 0:
+        return _fail("up", "--partition must be 0 or more", EXIT_USAGE)
     lock = SupervisorLock(Layout(root).lock_file)
     if not lock.acquire():
         return _fail("up", f"a local cluster is already running in {root}", EXIT_FAILED)
@@ -126,7 +160,8 @@ def _detach(args: argparse.Namespace, root: Path) -> int:
     pod to be ready, and return."""
     layout = Layout(root)
     argv = [sys.executable, "-m", "kvstore.cli", "local", "up", "--dir", str(root)]
-    argv += ["--replicas", str(args.replicas), "--port", str(args.port), "--grace", str(args.grace)]
+    for flag, name in SPEC_OPTIONS:
+        argv += [flag, str(getattr(args, name))]
     for item in args.env:
         argv += ["--env", item]
     log_fd = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -216,11 +251,19 @@ async def _status(control: ControlClient, args: argparse.Namespace) -> int:
         print(json.dumps(cluster, indent=2))
         return EXIT_OK
     print(table(cluster["pods"], statuses))
+    for line in summary(cluster):
+        print(line)
     if args.events:
         for event in await control.events():
-            stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
-            print(f"{stamp} {event['pod']:<6} {event['event']}")
+            print(event_line(event))
     return EXIT_OK
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """`12:00:01 kv-2   created    address=127.0.0.4 pid=123 revision=kv-...`."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("time", "pod", "event"))
+    return f"{stamp} {event['pod']:<6} {event['event']:<15} {details}".rstrip()
 
 
 async def _delete_pod(control: ControlClient, args: argparse.Namespace) -> int:
@@ -252,7 +295,10 @@ async def _down(control: ControlClient, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if not (pid and process_alive(pid)) and read_cluster_file(control.root) is None:
-            print(f"stopped; the pods' data stays in {control.root / 'data'}")
+            if info.get("when_deleted") == "Delete":
+                print("stopped; the pods' data directories are deleted (whenDeleted: Delete)")
+            else:
+                print(f"stopped; the pods' data stays in {control.root / 'data'}")
             return EXIT_OK
         await asyncio.sleep(POLL)
     return _fail("down", f"the supervisor (pid {pid}) is still running", EXIT_FAILED)
@@ -276,8 +322,9 @@ def register(sub: Sub) -> None:
         action="append",
         default=[],
         metavar="[POD:]NAME=VALUE",
-        help="extra environment for every pod, or for one pod (repeatable)",
+        help="extra environment for every pod (the template), or for one pod (repeatable)",
     )
+    _spec_arguments(p)
     p.set_defaults(func=_up)
 
     p = commands.add_parser("status", parents=[common], help="the pods, their roles and seqs")
@@ -299,6 +346,40 @@ def register(sub: Sub) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="wait at most this long (120 s)")
     p.set_defaults(func=_with_control("scale", _scale))
 
-    p = commands.add_parser("down", parents=[common], help="stop every pod (data is kept)")
+    p = commands.add_parser(
+        "rollout", parents=[common], help="change the pod template; roll it out (or a partition)"
+    )
+    rollout.add_arguments(p)
+    p.set_defaults(func=_with_control("rollout", rollout.rollout))
+
+    p = commands.add_parser("down", parents=[common], help="stop every pod (whenDeleted)")
     p.add_argument("--timeout", type=float, default=120.0, help="wait at most this long (120 s)")
     p.set_defaults(func=_with_control("down", _down))
+
+
+def _spec_arguments(p: argparse.ArgumentParser) -> None:
+    """The StatefulSet spec's policies, as options of `up`."""
+    p.add_argument(
+        "--pod-management-policy",
+        choices=POD_MANAGEMENT_POLICIES,
+        default="OrderedReady",
+        help="OrderedReady: one pod at a time, each once the previous is ready; Parallel: all "
+        "at once (OrderedReady)",
+    )
+    for flag, what in (("--when-scaled", "scale down"), ("--when-deleted", "down")):
+        p.add_argument(
+            flag,
+            choices=RETENTION_POLICIES,
+            default="Retain",
+            help=f"what {what} does with a removed pod's data directory (Retain)",
+        )
+    p.add_argument(
+        "--update-strategy",
+        choices=UPDATE_STRATEGIES,
+        default="RollingUpdate",
+        help="RollingUpdate: `rollout` replaces the pods, highest ordinal first; OnDelete: a "
+        "pod takes a new template when it is deleted (RollingUpdate)",
+    )
+    p.add_argument(
+        "--partition", type=int, default=0, help="RollingUpdate: only ordinals >= P update (0)"
+    )

@@ -5,6 +5,8 @@ supervisor, its address and a random token in `<dir>/cluster.json` (readable onl
     GET  /v1/events               every pod event since the supervisor started
     POST /v1/pods/{name}/delete   {"force": bool}; answers once the process is gone
     POST /v1/scale                {"replicas": N}
+    POST /v1/rollout              {"set": {NAME: VALUE}, "unset": [NAME], "partition": P,
+                                  "restart": bool}: a new template revision and/or partition
     POST /v1/down                 stop every pod in reverse order, then the supervisor
 """
 
@@ -70,6 +72,37 @@ async def _scale(request: web.Request) -> web.Response:
     return web.json_response({"replicas": replicas})
 
 
+def _rollout_args(body: Any) -> tuple[dict[str, str], list[str], int | None, bool]:
+    """The fields of a rollout request, checked; ValueError says what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    set_env, unset = body.get("set") or {}, body.get("unset") or []
+    partition, restart = body.get("partition"), body.get("restart", False)
+    if not isinstance(set_env, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in set_env.items()
+    ):
+        raise ValueError('"set" must map names to string values')
+    if not isinstance(unset, list) or not all(isinstance(n, str) and n for n in unset):
+        raise ValueError('"unset" must be a list of names')
+    if partition is not None and (not isinstance(partition, int) or partition < 0):
+        raise ValueError('"partition" must be a whole number, 0 or more')
+    if not isinstance(restart, bool):
+        raise ValueError('"restart" must be true or false')
+    return set_env, unset, partition, restart
+
+
+async def _rollout(request: web.Request) -> web.Response:
+    try:
+        set_env, unset, partition, restart = _rollout_args(await request.json())
+    except ValueError as exc:
+        return _error(400, str(exc))
+    try:
+        doc = request.app[SUPERVISOR].rollout(set_env, unset, partition, restart)
+    except PodError as exc:
+        return _error(400, str(exc))
+    return web.json_response(doc)
+
+
 async def _down(request: web.Request) -> web.Response:
     request.app[SUPERVISOR].request_down()
     return web.json_response({"down": True}, status=202)
@@ -83,6 +116,7 @@ async def serve_control(supervisor: Supervisor) -> web.AppRunner:
     app.router.add_get("/v1/events", _events)
     app.router.add_post("/v1/pods/{name}/delete", _delete)
     app.router.add_post("/v1/scale", _scale)
+    app.router.add_post("/v1/rollout", _rollout)
     app.router.add_post("/v1/down", _down)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -141,6 +175,19 @@ class ControlClient:
 
     async def scale(self, replicas: int) -> dict[str, Any]:
         data: dict[str, Any] = await self._call("POST", "/v1/scale", {"replicas": replicas})
+        return data
+
+    async def rollout(
+        self,
+        set_env: dict[str, str] | None = None,
+        unset: list[str] | None = None,
+        partition: int | None = None,
+        restart: bool = False,
+    ) -> dict[str, Any]:
+        body = {"set": set_env or {}, "unset": unset or [], "restart": restart}
+        if partition is not None:
+            body["partition"] = partition
+        data: dict[str, Any] = await self._call("POST", "/v1/rollout", body)
         return data
 
     async def down(self) -> None:

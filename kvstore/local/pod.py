@@ -1,4 +1,6 @@
-"""One pod: a `kvstore serve` process with its identity, its own loopback address and volume.
+"""One pod: a `kvstore serve` process with its identity, its own loopback address and volume
+(`PodSpec`, `PodProcess`), and the supervisor's record of an ordinal across the processes that
+have been that pod (`Pod`).
 
 The process runs in its own session, so a Ctrl-C meant for the supervisor does not reach it:
 only the supervisor decides when a pod stops, as the kubelet does.
@@ -16,9 +18,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .state import pod_name
 
 # Settings the supervisor decides for each pod; anything else KV_* in its environment passes on.
-CONTROLLED = ("KV_POD_NAME", "KV_HOST", "KV_PORT", "KV_DATA_DIR", "KV_DNS_SERVER")
+CONTROLLED = ("KV_POD_NAME", "KV_HOST", "KV_PORT", "KV_DATA_DIR", "KV_DNS_SERVER", "KV_REVISION")
 
 
 @dataclass
@@ -142,3 +147,49 @@ class PodProcess:
             return await asyncio.wait_for(asyncio.shield(self.process.wait()), grace)
         except TimeoutError:
             return await self.kill()
+
+
+@dataclass
+class Pod:
+    """One ordinal's state, across the processes that have been that pod."""
+
+    ordinal: int
+    process: PodProcess | None = None
+    ready: bool = False
+    terminating: bool = False
+    restarts: int = 0
+    crashes: int = 0
+    not_before: float = 0.0
+    created_at: float | None = None
+    last_exit: int | None = None
+    revision: str | None = None  # the template revision its (last) process was created with
+
+    @property
+    def name(self) -> str:
+        return pod_name(self.ordinal)
+
+    @property
+    def phase(self) -> str:
+        if self.terminating:
+            return "Terminating"
+        if self.process is not None:
+            return "Running"
+        if self.crashes and time.monotonic() < self.not_before:
+            return "CrashLoopBackOff"
+        return "Pending"
+
+    def describe(self) -> dict[str, Any]:
+        proc = self.process
+        return {
+            "name": self.name,
+            "ordinal": self.ordinal,
+            "phase": self.phase,
+            "ready": self.ready,
+            "restarts": self.restarts,
+            "address": proc.spec.address if proc else None,
+            "url": proc.url if proc else None,
+            "pid": proc.pid if proc else None,
+            "created_at": self.created_at,
+            "last_exit": self.last_exit,
+            "revision": self.revision,
+        }

@@ -50,6 +50,12 @@ class Layout:
     def data_dir(self, pod: str) -> Path:
         return self.root / "data" / pod
 
+    def volumes(self) -> list[str]:
+        """The pods that have a data directory (a volume), by ordinal."""
+        dirs = (p.name for p in (self.root / "data").glob(f"{SET_NAME}-*") if p.is_dir())
+        found = {ordinal: name for name in dirs if (ordinal := ordinal_of(name)) is not None}
+        return [found[o] for o in sorted(found)]
+
     def log_path(self, pod: str) -> Path:
         return self.root / "logs" / f"{pod}.log"
 

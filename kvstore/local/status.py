@@ -1,5 +1,7 @@
 """`kvstore local status`: the supervisor's view of each pod joined with the pod's own
-`/v1/status`, printed like `kubectl get pods -o wide` with ROLE, SEQ and LAG added."""
+`/v1/status`, printed like `kubectl get pods -o wide` with ROLE, SEQ, LAG and the pod's template
+REVISION added, then a summary of the set: its policies, its revisions and how far a rollout
+went, and its volumes."""
 
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def lag_text(status: dict[str, Any] | None) -> str:
 def row(pod: dict[str, Any], status: dict[str, Any] | None, now: float) -> list[str]:
     created = pod.get("created_at")
     seq = status.get("applied_seq") if status else None
+    revision = [str(pod.get("revision") or "-")] if "revision" in pod else []
     return [
         pod["name"],
         "1/1" if pod.get("ready") else "0/1",
@@ -72,6 +75,7 @@ def row(pod: dict[str, Any], status: dict[str, Any] | None, now: float) -> list[
         str(status.get("role", "?")) if status else "-",
         "-" if seq is None else str(seq),
         lag_text(status),
+        *revision,
     ]
 
 
@@ -80,7 +84,36 @@ def table(
 ) -> str:
     """The status table, columns aligned as kubectl aligns them (three spaces apart)."""
     now = now or time.time()
-    rows = [list(COLUMNS)] + [row(p, s, now) for p, s in zip(pods, statuses, strict=True)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    header = [*COLUMNS, "REVISION"] if any("revision" in p for p in pods) else list(COLUMNS)
+    rows = [header] + [row(p, s, now) for p, s in zip(pods, statuses, strict=True)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def summary(cluster: dict[str, Any]) -> list[str]:
+    """The set below the table: policies, revisions and the rollout's progress, volumes."""
+    if "update_revision" not in cluster:
+        return []
+    pods = cluster["pods"]
+    update, current = cluster["update_revision"], cluster["current_revision"]
+    strategy = cluster["update_strategy"]
+    if strategy == "RollingUpdate":
+        strategy += f" (partition {cluster['partition']})"
+    lines = [
+        f"statefulset kv: {cluster['replicas']} replicas, {cluster['pod_management_policy']}, "
+        f"{strategy}, volumes whenScaled {cluster['when_scaled']}, "
+        f"whenDeleted {cluster['when_deleted']}"
+    ]
+    updated = [p["name"] for p in pods if p.get("revision") == update]
+    old = [p["name"] for p in reversed(pods) if p.get("revision") not in (None, update)]
+    text = f"update revision {update}: {len(updated)}/{len(pods)} pods"
+    if current != update:
+        text += f" (current revision {current})"
+    if old:
+        text += f"; not yet: {', '.join(old)}"
+    if cluster.get("rolling"):
+        text += f"; rolling {cluster['rolling']}"
+    lines.append(text)
+    lines.append(f"volumes: {', '.join(cluster.get('volumes') or []) or 'none'}")
+    return lines

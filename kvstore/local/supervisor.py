@@ -1,11 +1,16 @@
 """The local StatefulSet controller: keeps kv-0..kv-N-1 running as `kvstore serve` processes.
 
 What it does for these pods is what the StatefulSet controller and kubelet do:
-- OrderedReady: kv-(n+1) is created only once kv-0..kv-n are ready;
+- OrderedReady: kv-(n+1) is created only once kv-0..kv-n are ready; Parallel: all at once;
 - a deleted or crashed pod comes back with the same name and data directory on a new loopback
   address (its DNS record moves with it); a crash waits out a backoff that doubles, capped;
-- scale down removes the highest ordinal first and keeps its data directory;
-- shutdown stops the pods in reverse order, each with SIGTERM, then SIGKILL after the grace period;
+- scale down removes the highest ordinal first (Parallel: every extra pod at once); whenScaled
+  decides whether its data directory stays (Retain) or goes (Delete);
+- a template change (`rollout`) replaces the pods from the highest ordinal down, one at a time,
+  each once every pod is ready, only ordinals >= the partition (RollingUpdate); with OnDelete a
+  pod takes the new template only when it is deleted; each pod runs with KV_REVISION set;
+- shutdown stops the pods in reverse order (Parallel: all at once), each with SIGTERM, then
+  SIGKILL after the grace period; whenDeleted decides whether the data directories stay;
 - its DNS server answers for the pods and the headless Service (not-ready pods included).
 """
 
@@ -14,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from .dns import DNSServer, RecordTable
-from .pod import PodProcess, PodSpec, loopback_addresses
+from .pod import CONTROLLED, Pod, PodProcess, PodSpec, loopback_addresses
+from .revisions import DELETE, Policies, Revisions, Template
 from .state import EventLog, Layout, pod_name, write_json_atomic
 
 BACKOFF_FIRST = 1.0
@@ -36,50 +42,6 @@ Emit = Callable[[dict[str, Any]], None]
 
 class PodError(Exception):
     """A request about a pod that cannot be done now (unknown, not running, terminating)."""
-
-
-@dataclass
-class Pod:
-    """One ordinal's state, across the processes that have been that pod."""
-
-    ordinal: int
-    process: PodProcess | None = None
-    ready: bool = False
-    terminating: bool = False
-    restarts: int = 0
-    crashes: int = 0
-    not_before: float = 0.0
-    created_at: float | None = None
-    last_exit: int | None = None
-
-    @property
-    def name(self) -> str:
-        return pod_name(self.ordinal)
-
-    @property
-    def phase(self) -> str:
-        if self.terminating:
-            return "Terminating"
-        if self.process is not None:
-            return "Running"
-        if self.crashes and time.monotonic() < self.not_before:
-            return "CrashLoopBackOff"
-        return "Pending"
-
-    def describe(self) -> dict[str, Any]:
-        proc = self.process
-        return {
-            "name": self.name,
-            "ordinal": self.ordinal,
-            "phase": self.phase,
-            "ready": self.ready,
-            "restarts": self.restarts,
-            "address": proc.spec.address if proc else None,
-            "url": proc.url if proc else None,
-            "pid": proc.pid if proc else None,
-            "created_at": self.created_at,
-            "last_exit": self.last_exit,
-        }
 
 
 class Supervisor:
@@ -95,12 +57,15 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         pod_env: Mapping[str, Mapping[str, str]] | None = None,
         emit: Emit | None = None,
+        policies: Policies | None = None,
+        partition: int = 0,
     ) -> None:
         self.layout = Layout(root)
         self.replicas = replicas
         self.port = port
         self.grace = grace
-        self.env = dict(env or {})
+        self.policies = policies or Policies()
+        self.revisions = Revisions(Template(env=dict(env or {})), partition)
         self.pod_env = {name: dict(e) for name, e in (pod_env or {}).items()}
         self.table = RecordTable(port=port)
         self.dns = DNSServer(self.table)
@@ -114,6 +79,8 @@ class Supervisor:
         self._down = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._rolling: int | None = None  # the ordinal a RollingUpdate is replacing
+        self._rollout_pending = False  # a rollout-done event is still to be recorded
 
     # --- the public face (control channel and CLI) ---------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -125,8 +92,17 @@ class Supervisor:
             "dns": self.dns.address,
             "replicas": self.replicas,
             "url": manager.process.url if manager and manager.process else None,
-            "pods": [self.pods[o].describe() for o in sorted(self.pods)],
+            **self.policies.describe(),
+            **self.revisions.describe(),
+            "rolling": None if self._rolling is None else pod_name(self._rolling),
+            "volumes": self.layout.volumes(),
+            "pods": [self._describe_pod(self.pods[o]) for o in sorted(self.pods)],
         }
+
+    def _describe_pod(self, pod: Pod) -> dict[str, Any]:
+        doc = pod.describe()
+        doc["updated"] = pod.revision == self.revisions.update
+        return doc
 
     def scale(self, replicas: int) -> None:
         if replicas < 0:
@@ -134,6 +110,37 @@ class Supervisor:
         self.record("kv", "scaled", replicas=replicas, previous=self.replicas)
         self.replicas = replicas
         self._wake.set()
+
+    def rollout(
+        self,
+        set_env: Mapping[str, str],
+        unset: Iterable[str] = (),
+        partition: int | None = None,
+        restart: bool = False,
+    ) -> dict[str, Any]:
+        """Change the template (a new update revision) and/or the partition; the control loop
+        then rolls the pods (RollingUpdate), or leaves them until deleted (OnDelete)."""
+        unset = list(unset)
+        reserved = sorted({*set_env, *unset} & {*CONTROLLED, "KV_REVISION"})
+        if reserved:
+            raise PodError(f"{', '.join(reserved)}: set by the supervisor for each pod")
+        if partition is not None and partition < 0:
+            raise PodError("partition must be 0 or more")
+        previous = self.revisions.update
+        changed = self.revisions.apply(self.revisions.template.changed(set_env, unset, restart))
+        if partition is not None:
+            self.revisions.partition = partition
+        self._rollout_pending = True
+        self.record(
+            "kv",
+            "rollout",
+            revision=self.revisions.update,
+            previous=previous if changed else None,
+            partition=self.revisions.partition,
+            strategy=self.policies.update_strategy,
+        )
+        self._wake.set()
+        return self.describe()
 
     def request_down(self) -> None:
         self._down = True
@@ -184,45 +191,101 @@ class Supervisor:
         data["control"] = self.control_url
         data["token"] = self.token
         data["pods"] = {p["name"]: p["url"] for p in data["pods"]}
+        del data["template"]
         write_json_atomic(self.layout.cluster_file, data)
 
     async def _shutdown(self) -> None:
-        """Stop the pods, highest ordinal first; a pod already terminating (a deletion in
-        flight) is waited for too, so that no process outlives the supervisor."""
-        for ordinal in sorted(self.pods, reverse=True):
-            pod = self.pods[ordinal]
-            if pod.process is not None and not pod.terminating:
-                await self._terminate(pod, False, "down")
-            elif pod.process is not None:
-                await pod.process.terminate(self.grace)
+        """Stop the pods, highest ordinal first (Parallel: all at once); a pod already
+        terminating (a deletion in flight) is waited for too, so that no process outlives the
+        supervisor. Then whenDeleted: Delete removes every pod's data directory."""
+        pods = [self.pods[o] for o in sorted(self.pods, reverse=True)]
+        if self.policies.ordered:
+            for pod in pods:
+                await self._stop(pod)
+        else:
+            await asyncio.gather(*(self._stop(pod) for pod in pods))
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name in self.layout.volumes():
+            self._release_volume(name, self.policies.when_deleted, "down")
+
+    async def _stop(self, pod: Pod) -> None:
+        if pod.process is not None and not pod.terminating:
+            await self._terminate(pod, False, "down")
+        elif pod.process is not None:
+            await pod.process.terminate(self.grace)
+
+    def _release_volume(self, name: str, policy: str, reason: str) -> None:
+        """What becomes of a removed pod's data directory: kept (Retain) or deleted (Delete)."""
+        path = self.layout.data_dir(name)
+        if policy == DELETE:
+            shutil.rmtree(path, ignore_errors=True)
+            self.record(name, "volume-deleted", reason=reason, path=str(path))
+        else:
+            self.record(name, "volume-retained", reason=reason, path=str(path))
 
     # --- the control loop ----------------------------------------------------------------
     async def _reconcile(self) -> None:
         await self._probe()
         if self._down or self._scale_down():
             return
+        if await self._create_pods():
+            self._roll()
+
+    async def _create_pods(self) -> bool:
+        """Create the missing pods: OrderedReady, the lowest missing one once all below it are
+        ready; Parallel, all of them. True once every pod runs and is ready."""
+        all_ready = True
         for ordinal in range(self.replicas):
             pod = self.pods.setdefault(ordinal, Pod(ordinal))
-            if pod.process is None and not pod.terminating:
-                if time.monotonic() >= pod.not_before:
-                    await self._create(pod)
-                return
+            if pod.process is None and not pod.terminating and time.monotonic() >= pod.not_before:
+                await self._create(pod)
             if not pod.ready:
-                return
+                all_ready = False
+                if self.policies.ordered:
+                    return False
+        return all_ready
 
     def _scale_down(self) -> bool:
-        """Remove the highest ordinal beyond `replicas`, one at a time; True while any is left."""
+        """Remove the highest ordinal beyond `replicas`, one at a time (Parallel: all at once);
+        True while any is left."""
         extra = sorted((o for o in self.pods if o >= self.replicas), reverse=True)
         if not extra:
             return False
-        pod = self.pods[extra[0]]
-        if pod.process is None and not pod.terminating:
-            del self.pods[pod.ordinal]
-            self.write_cluster_file()
-        elif not pod.terminating:
-            self._spawn(self._terminate(pod, False, "scale"))
+        for ordinal in extra if not self.policies.ordered else extra[:1]:
+            pod = self.pods[ordinal]
+            if pod.process is None and not pod.terminating:
+                del self.pods[pod.ordinal]
+                self._release_volume(pod.name, self.policies.when_scaled, "scale")
+                self.write_cluster_file()
+            elif not pod.terminating:
+                self._spawn(self._terminate(pod, False, "scale"))
         return True
+
+    def _roll(self) -> None:
+        """Every pod runs and is ready. RollingUpdate: replace the highest ordinal at or above
+        the partition that is not at the update revision. Record when the rollout is done."""
+        self._rolling = None
+        revisions = {o: p.revision for o, p in self.pods.items()}
+        if self.policies.rolling:
+            ordinal = self.revisions.next_to_roll(revisions, self.replicas)
+            if ordinal is not None:
+                self._rolling = ordinal
+                self._spawn(self._terminate(self.pods[ordinal], False, "rollout"))
+                return
+        self.revisions.settle(revisions, self.replicas)
+        floor = self.revisions.partition if self.policies.rolling else 0
+        update = self.revisions.update
+        if self._rollout_pending and all(
+            revisions.get(o) == update for o in range(floor, self.replicas)
+        ):
+            self._rollout_pending = False
+            self.record(
+                "kv",
+                "rollout-done",
+                revision=update,
+                partition=self.revisions.partition,
+                current=self.revisions.current,
+            )
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `work` as a task the supervisor waits for before it exits."""
@@ -232,6 +295,9 @@ class Supervisor:
         return task
 
     async def _create(self, pod: Pod) -> None:
+        revision = self.revisions.revision_for(pod.ordinal, self.policies)
+        template = self.revisions.templates[revision]
+        env = {**template.env, **self.pod_env.get(pod.name, {}), "KV_REVISION": revision}
         spec = PodSpec(
             name=pod.name,
             address=next(self._addresses),
@@ -239,7 +305,7 @@ class Supervisor:
             data_dir=self.layout.data_dir(pod.name),
             log_path=self.layout.log_path(pod.name),
             dns_server=self.dns.address,
-            env={**self.env, **self.pod_env.get(pod.name, {})},
+            env=env,
         )
         self.table.set_pod(pod.name, spec.address)
         try:
@@ -249,7 +315,12 @@ class Supervisor:
             self._crashed(pod, None, str(exc))
             return
         pod.ready, pod.created_at = False, time.time()
-        self.record(pod.name, "created", address=spec.address, pid=pod.process.pid)
+        previous, pod.revision = pod.revision, revision
+        self.record(
+            pod.name, "created", address=spec.address, pid=pod.process.pid, revision=revision
+        )
+        if previous is not None and previous != revision:
+            self.record(pod.name, "updated", revision=revision, previous=previous)
         self.write_cluster_file()
         self._spawn(self._watch(pod, pod.process))
 
@@ -274,7 +345,7 @@ class Supervisor:
         assert process is not None
         pod.terminating, pod.ready = True, False
         self.table.remove_pod(pod.name)
-        self.record(pod.name, "deleting", force=force, reason=reason)
+        self.record(pod.name, "deleting", force=force, reason=reason, revision=pod.revision)
         try:
             code = await (process.kill() if force else process.terminate(self.grace))
         finally:
@@ -282,7 +353,7 @@ class Supervisor:
             pod.crashes, pod.not_before = 0, 0.0
             self._wake.set()
         pod.last_exit = code
-        self.record(pod.name, "deleted", reason=reason, exit_code=code)
+        self.record(pod.name, "deleted", reason=reason, exit_code=code, revision=pod.revision)
         return code
 
     async def _probe(self) -> None:
@@ -294,7 +365,7 @@ class Supervisor:
             pod.ready = ready
             if ready:
                 pod.crashes = 0
-            self.record(pod.name, "ready" if ready else "unready")
+            self.record(pod.name, "ready" if ready else "unready", revision=pod.revision)
 
     async def _ready(self, pod: Pod) -> bool:
         assert self._session is not None and pod.process is not None
