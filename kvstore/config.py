@@ -130,6 +130,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a backup file (`kvstore backup`) to start from when the volume holds no database",
     ),
     Setting(
+        "KV_REVISION",
+        str,
+        None,
+        "the pod template's revision, shown in status and on the page",
+    ),
+    Setting(
         "KV_FAULT_SKIP_SEQ",
         int,
         None,
@@ -170,6 +176,7 @@ class Settings:
     log_level: str
     access_log: bool
     restore_from: str | None
+    revision: str | None
     fault_skip_seq: int | None
 
     @property

@@ -72,6 +72,7 @@ def status_doc(node: Node) -> dict[str, Any]:
         "pod": s.pod_name,
         "ordinal": s.ordinal,
         "role": s.role,
+        "revision": s.revision,
         "epoch": st.epoch,
         "applied_seq": st.seq,
         "oldest_seq": st.oldest_seq,

@@ -15,6 +15,7 @@ _FIELDS = {
     "metadata.name": "kv-0",
     "metadata.namespace": "default",
     "metadata.labels['apps.kubernetes.io/pod-index']": "0",
+    "metadata.labels['controller-revision-hash']": "kv-7c9d5b6f48",
 }
 
 
