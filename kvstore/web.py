@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from importlib import resources
 from typing import Any
@@ -118,7 +119,8 @@ def _unreachable(reason: str) -> dict[str, Any]:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        error = exc.os_error
+        return f"cannot connect ({os.strerror(error.errno) if error.errno else error})"
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
