@@ -264,6 +264,7 @@ def test_status_summary_names_the_pods_not_yet_rolled() -> None:
         "update_revision": "kv-new",
         "rolling": "kv-1",
         "volumes": ["kv-0", "kv-1", "kv-2", "kv-3"],
+        "dns": "127.0.0.1:5353",
         "pods": pods,
     }
     assert summary(cluster) == [
@@ -272,5 +273,6 @@ def test_status_summary_names_the_pods_not_yet_rolled() -> None:
         "update revision kv-new: 1/3 pods (current revision kv-old); not yet: kv-1, kv-0; "
         "rolling kv-1",
         "volumes: kv-0, kv-1, kv-2, kv-3",
+        "dns: 127.0.0.1:5353 answers for kv-N.kv.default.svc.cluster.local",
     ]
     assert table(pods, [None] * 3, now=1.0).splitlines()[0].split()[-1] == "REVISION"

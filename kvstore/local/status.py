@@ -116,4 +116,6 @@ def summary(cluster: dict[str, Any]) -> list[str]:
         text += f"; rolling {cluster['rolling']}"
     lines.append(text)
     lines.append(f"volumes: {', '.join(cluster.get('volumes') or []) or 'none'}")
+    if cluster.get("dns"):
+        lines.append(f"dns: {cluster['dns']} answers for kv-N.kv.default.svc.cluster.local")
     return lines
