@@ -31,6 +31,8 @@ ASSETS = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "chart.js": "text/javascript",
+    "revisions.js": "text/javascript",
+    "timeline.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }

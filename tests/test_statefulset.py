@@ -11,6 +11,8 @@ every replica at the end, the replicas at one seq and one digest:
 2. Parallel, OnDelete, volumes deleted: all at once; a scale up that starts empty and takes a
    snapshot; a template change that waits for a deletion; the manager/worker split; a backup,
    the set deleted with its volumes, and a new set started from the backup.
+
+Then the page (headless Chromium, skipped without it) through a partitioned rollout.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -39,6 +42,7 @@ import pytest
 from kvstore.local.control import ControlClient
 from kvstore.local.pod import free_port
 from kvstore.local.state import read_cluster_file, read_events
+from tests.cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
@@ -505,3 +509,69 @@ async def only_the_manager_writes(local: Local) -> None:
     url = (await local.pods())["kv-2"]["url"]
     async with local.session.put(f"{url}/v1/kv/split", data=b"forwarded") as response:
         assert response.status == 201 and response.headers["X-KV-Served-By"] == "kv-0"
+
+
+# --- the page ---------------------------------------------------------------------------------
+CHROMIUM = os.environ.get("KV_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+PAGE_WAIT_MS = 30_000
+# The page's "update" events, oldest first: [pod, text].
+UPDATES = """() => [...document.querySelectorAll('#events li[data-kind="update"]')]
+  .map((item) => [item.dataset.pod, item.textContent]).reverse()"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM}")
+def test_the_page_shows_revisions_the_rollout_and_a_timeline(tmp_path: Path) -> None:
+    """The page, open on kv-2 through a partitioned rollout: each pod's revision, the pods still
+    to be rolled, an event per pod updated, and a mark on each pod's timeline lane."""
+    from playwright.sync_api import sync_playwright
+
+    local = LocalCluster(tmp_path)
+    local.up()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(local.pod("kv-2")["url"] + "/")
+                page_follows_the_rollout(page, local)
+                assert not errors, f"the page threw: {errors}"
+            finally:
+                browser.close()
+    finally:
+        local.down()
+
+
+def page_follows_the_rollout(page: Any, local: LocalCluster) -> None:
+    from playwright.sync_api import expect
+
+    rows = {n: page.locator(f'#pods tbody tr[data-pod="{n}"]') for n in ("kv-0", "kv-1", "kv-2")}
+    rollout = page.locator("#rollout")
+    old = local.status()["update_revision"]
+    for row in rows.values():
+        expect(row).to_have_attribute("data-revision", old, timeout=PAGE_WAIT_MS)
+    expect(rollout).to_have_text(f"All 3 pods at revision {old}")
+
+    local.kvstore("local", "rollout", "--set", "KV_LOG_LEVEL=debug", "--partition", "2")
+    new = local.status()["update_revision"]
+    expect(rows["kv-2"]).to_have_attribute("data-revision", new, timeout=PAGE_WAIT_MS)
+    expect(rows["kv-2"]).to_have_attribute("data-rolling", "false")
+    for name in ("kv-1", "kv-0"):
+        expect(rows[name]).to_have_attribute("data-rolling", "true", timeout=PAGE_WAIT_MS)
+    expect(rollout).to_have_text(
+        f"Rolling out {new}: 1 of 3 pods updated; still to roll: kv-1, kv-0"
+    )
+
+    local.kvstore("local", "rollout", "--partition", "0")
+    for row in rows.values():
+        expect(row).to_have_attribute("data-revision", new, timeout=PAGE_WAIT_MS)
+    expect(rollout).to_have_text(f"All 3 pods at revision {new}")
+    updated = [pod for pod, text in page.evaluate(UPDATES) if f"→ {new}" in text]
+    assert updated[0] == "kv-2" and sorted(updated) == ["kv-0", "kv-1", "kv-2"], updated
+    for name in rows:
+        lane = page.locator(f'#timeline .lane[data-pod="{name}"]')
+        expect(lane.locator(f'.mark[data-revision="{new}"]')).to_have_count(1)

@@ -1,6 +1,8 @@
 // The page: every second it asks a pod for `/v1/cluster` (the set as that pod sees it through
-// DNS), updates the table of pods, notes what changed as events, and redraws the charts.
-// If the pod this page came from stops answering, it asks the other pods it knows instead.
+// DNS), updates the table of pods, notes what changed as events and on the timeline, and
+// redraws the charts. If the pod this page came from stops answering, it asks the other pods it
+// knows instead. Each pod reports its template revision (KV_REVISION); the newest revision seen
+// is the one being rolled out, and a pod at another one is still to be rolled.
 "use strict";
 
 const POLL_MS = 1000;
@@ -123,6 +125,10 @@ function note(name, known, now, entry) {
   if (isUp(known.state) && isUp(next) && known.state !== next) {
     addEvent(name, "info", `${name} ${next === "ready" ? "ready" : "not ready"}`);
   }
+  const revision = entry.reachable ? entry.status.revision : null;
+  if (revision && known.revision && revision !== known.revision) {
+    addEvent(name, "update", `${name} updated: revision ${known.revision} → ${revision}`);
+  }
   if (entry.reachable && role === "follower" && known.connected !== undefined) {
     const connected = entry.status.manager.connected;
     if (known.connected && !connected) addEvent(name, "info", `${name} lost its stream`);
@@ -139,6 +145,11 @@ function update(doc) {
   for (const entry of doc.pods) {
     seen.add(entry.name);
     const known = state.pods.get(entry.name);
+    const revision = entry.reachable ? entry.status.revision : null;
+    const moved = Boolean(known && known.revision !== revision);
+    if (revision && seeRevision(revision, moved) && !state.first) {
+      addEvent(entry.name, "update", `new template revision ${revision} on ${entry.name}`);
+    }
     note(entry.name, known, now, entry);
     const pod = known || { name: entry.name };
     pod.entry = entry;
@@ -151,6 +162,7 @@ function update(doc) {
       pod.role = entry.status.role;
       pod.startedAt = entry.started_at;
       pod.connected = entry.status.manager.connected;
+      pod.revision = entry.status.revision || null;
     }
     state.pods.set(entry.name, pod);
   }
@@ -169,6 +181,7 @@ function update(doc) {
     addEvent(doc.pod, "info", `watching ${doc.pods.length} pods of ${doc.service}`);
     state.first = false;
   }
+  recordTimeline(state.pods.values(), now, WINDOW_S);
   sample(doc, now);
 }
 
@@ -248,12 +261,17 @@ function renderPods() {
     row.dataset.address = pod.address || "";
     const name = cell(row, pod.name, "name");
     if (pod.entry && pod.entry.self) name.title = "the pod this page came from";
-    const revision = pod.entry && pod.entry.reachable && pod.entry.status.revision;
+    const revision = pod.revision;
+    const rolling = isRolling(pod);
+    row.dataset.revision = revision || "";
+    row.dataset.rolling = String(rolling);
     if (revision) {
       const tag = document.createElement("span");
-      tag.className = "revision";
+      tag.className = "revision" + (rolling ? " rolling" : "");
       tag.textContent = revision;
-      tag.title = "the pod template's revision";
+      tag.title = rolling
+        ? `to be rolled: the newest revision is ${newestRevision()}`
+        : "the pod template's revision";
       name.append(" ", tag);
     }
     cell(row, pod.role || "?", "role " + (pod.role || ""));
@@ -293,6 +311,16 @@ function renderPods() {
     rows.push(row);
   }
   body.replaceChildren(...rows);
+  renderRollout(pods);
+}
+
+function renderRollout(pods) {
+  const out = $("rollout");
+  const rollout = describeRollout(pods);
+  out.hidden = rollout === null;
+  if (rollout === null) return;
+  out.dataset.rolling = String(rollout.rolling);
+  out.textContent = rollout.text;
 }
 
 function renderCharts() {
@@ -455,6 +483,7 @@ async function tick() {
     }
     renderHeader(doc);
     renderCharts();
+    renderTimeline($("timeline"), Date.now() / 1000, WINDOW_S);
   } finally {
     setTimeout(tick, POLL_MS);
   }
