@@ -169,7 +169,7 @@ def test_the_page_follows_the_set(page: Page, cluster: LocalCluster, tmp_path: P
     new_address = cluster.pod("kv-2")["url"].removeprefix("http://")
 
     def still_following() -> None:
-        expect(page.locator("#banner")).to_contain_text("does not answer", timeout=WAIT_MS)
+        expect(page.locator("#banner")).to_contain_text("no longer answers", timeout=WAIT_MS)
         expect(row(page, "kv-2")).to_have_attribute("data-address", new_address, timeout=WAIT_MS)
         expect(row(page, "kv-2")).to_have_attribute("data-state", "ready", timeout=WAIT_MS)
 

@@ -82,7 +82,7 @@ function switchTo(base, doc) {
     if (before !== "") addEvent(doc.pod, "info", `${doc.pod}, this page's pod, answers again`);
   } else {
     const self = state.selfName ? `${state.selfName}, this page's pod,` : "this page's pod";
-    addEvent(doc.pod, "info", `${self} does not answer: asking ${doc.pod} instead`);
+    addEvent(doc.pod, "info", `${self} does not answer: asking ${doc.pod} at ${hostOf(base)}`);
   }
 }
 
@@ -298,7 +298,7 @@ function renderPods() {
       cell(row, "", "num");
       const followers = pods.filter((p) => p.role === "follower" && p.state !== "gone");
       const streaming = followers.filter((p) => isUp(p.state) && p.connected).length;
-      cell(row, `${streaming} of ${followers.length} followers streaming`, "stream");
+      cell(row, `${streaming} of ${followers.length} streaming`, "stream");
     } else {
       cell(row, `${st.lag.entries} (${st.lag.seconds.toFixed(1)}s)`, "num lag");
       const stream = st.manager.connected ? "connected" : "disconnected";
@@ -384,8 +384,9 @@ function renderHeader(doc) {
     banner.hidden = false;
     banner.className = "warn";
     banner.replaceChildren(
-      `${state.selfName || "The pod this page came from"} does not answer; ` +
-        `this is the set as ${doc.pod} sees it. Put and get need the page's own pod: `,
+      `${state.selfName || "The pod"} at ${location.host}, where this page came from, no ` +
+        `longer answers; this is the set as ${doc.pod} at ${hostOf(state.base)} sees it. ` +
+        "Put and get go to the page's own pod: ",
     );
     // The page's own pod may be back at another address (a rescheduled pod gets a new IP).
     const self = state.pods.get(state.selfName);
