@@ -297,7 +297,8 @@ async def test_ordered_set_keeps_identity_and_volumes_and_rolls_highest_first(
         await writer.wait_for(20)
         await deleted_pod_keeps_its_name_volume_and_dns_name(local)
         await scale_down_retains_volumes_and_scale_up_resumes(local)
-        await partitioned_rollout_then_the_rest(local)
+        old, new = await canary_rollout_with_partition_2(local)
+        await lowering_the_partition_continues(local, old, new)
         await writer.stop()
         await check_writes(local, writer.acked)
 
@@ -365,10 +366,10 @@ def revisions(cluster: dict[str, Any]) -> dict[str, str]:
     return {p["name"]: p["revision"] for p in cluster["pods"]}
 
 
-async def partitioned_rollout_then_the_rest(local: Local) -> None:
-    """Behaviour 6: a template change with partition 2 updates kv-2 only (a pod below the
-    partition deleted meanwhile comes back at the old revision); partition 0 then updates
-    kv-1, then kv-0, each once the one before is ready. Every pod reports its revision."""
+async def canary_rollout_with_partition_2(local: Local) -> tuple[str, str]:
+    """Behaviour 6: a template change with partition 2 updates kv-2 only, and a pod below the
+    partition deleted meanwhile comes back at the old revision. Every pod reports its revision.
+    Returns the old and the new revision."""
     old = (await local.cluster())["update_revision"]
     await local.kvstore("local", "rollout", "--set", "KV_LOG_LEVEL=debug", "--partition", "2")
     cluster = await local.cluster()
@@ -383,7 +384,13 @@ async def partitioned_rollout_then_the_rest(local: Local) -> None:
     await local.kvstore("local", "delete-pod", "kv-1")
     await local.all_ready()
     assert revisions(await local.cluster()) == {"kv-0": old, "kv-1": old, "kv-2": new}
+    return old, new
 
+
+async def lowering_the_partition_continues(local: Local, old: str, new: str) -> None:
+    """Behaviour 6: partition 0 then updates kv-1, then kv-0 (the manager last), each once the
+    one before is ready; the new revision becomes the current one."""
+    assert revisions(await local.cluster()) == {"kv-0": old, "kv-1": old, "kv-2": new}
     since = local.mark()
     out = await local.kvstore("local", "rollout", "--partition", "0")
     assert "kv-1: ready at" in out and "rollout done: 3 pod(s)" in out
@@ -430,29 +437,34 @@ async def test_parallel_set_deletes_volumes_updates_on_delete_and_restores_a_bac
         await only_the_manager_writes(local)
         await writer.stop()
         before = await check_writes(local, writer.acked)
-
-        backup = tmp_path / "backup.db"
-        kv1 = (await local.pods())["kv-1"]["url"]
-        out = await local.kvstore("backup", "--url", kv1, "--out", str(backup))
-        assert f"at seq {before['seq']}, epoch {before['epoch']}" in out
-
-        since = local.mark()
-        await local.kvstore("local", "down")
-        # Parallel: every deletion starts before any ends; whenDeleted: Delete.
-        stops = local.events("deleting", "deleted", reason="down", since=since)
-        assert sorted(stops[:3]) == [(f"kv-{n}", "deleting") for n in range(3)]
-        assert sorted(local.events("volume-deleted", since=since)) == [
-            (f"kv-{n}", "volume-deleted") for n in range(3)
-        ]
-        assert not any(local.data(f"kv-{n}").exists() for n in range(3))
-
-        # Behaviour 8: a new set on empty volumes, started from the backup.
-        await local.up("--env", f"KV_RESTORE_FROM={backup}")
-        for pod in ("kv-0", "kv-1", "kv-2"):
-            digest = await local.get((await local.pods())[pod]["url"], "/v1/digest")
-            assert digest == before, pod
-        assert (await local.status("kv-2"))["replication"]["snapshots_installed"] == 0
+        await backup_down_and_restore(local, tmp_path / "backup.db", before)
         await check_writes(local, writer.acked)
+
+
+async def backup_down_and_restore(local: Local, backup: Path, before: dict[str, Any]) -> None:
+    """Behaviours 4, 5 and 8: a backup from a follower; `down` stops every pod at once and
+    deletes every volume (whenDeleted: Delete); a new set starts from the backup, every pod at
+    the backup's seq and digest, the followers resuming from it without a snapshot."""
+    kv1 = (await local.pods())["kv-1"]["url"]
+    out = await local.kvstore("backup", "--url", kv1, "--out", str(backup))
+    assert f"at seq {before['seq']}, epoch {before['epoch']}" in out
+
+    since = local.mark()
+    await local.kvstore("local", "down")
+    # Parallel: every deletion starts before any ends; whenDeleted: Delete.
+    stops = local.events("deleting", "deleted", reason="down", since=since)
+    assert sorted(stops[:3]) == [(f"kv-{n}", "deleting") for n in range(3)]
+    assert sorted(local.events("volume-deleted", since=since)) == [
+        (f"kv-{n}", "volume-deleted") for n in range(3)
+    ]
+    assert not any(local.data(f"kv-{n}").exists() for n in range(3))
+
+    # Behaviour 8: a new set on empty volumes, started from the backup.
+    await local.up("--env", f"KV_RESTORE_FROM={backup}")
+    for pod in ("kv-0", "kv-1", "kv-2"):
+        digest = await local.get((await local.pods())[pod]["url"], "/v1/digest")
+        assert digest == before, pod
+    assert (await local.status("kv-2"))["replication"]["snapshots_installed"] == 0
 
 
 async def scale_down_deletes_volumes_and_scale_up_takes_a_snapshot(local: Local) -> None:
