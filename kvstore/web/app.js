@@ -241,6 +241,12 @@ function cell(row, text, className) {
   return td;
 }
 
+// The pod's IP (every pod listens on the same port; the title has both).
+function addressCell(row, pod) {
+  const td = cell(row, (pod.address || "").replace(/:\d+$/, ""), "address");
+  td.title = pod.address || "";
+}
+
 function colorOf(pod) {
   const ordinal = pod.ordinal == null ? 0 : pod.ordinal;
   return COLORS[(ordinal + COLORS.length - 1) % COLORS.length];
@@ -286,7 +292,7 @@ function renderPods() {
         : pod.entry.error;
       const td = cell(row, why, "why");
       td.colSpan = 4;
-      cell(row, pod.address || "", "address");
+      addressCell(row, pod);
       cell(row, "", "num");
       rows.push(row);
       continue;
@@ -306,7 +312,7 @@ function renderPods() {
       if (st.replication && st.replication.last_error) td.title = st.replication.last_error;
       if (st.replication && st.replication.epoch_mismatch) td.textContent = "epoch mismatch";
     }
-    cell(row, pod.address || "", "address");
+    addressCell(row, pod);
     cell(row, age(st.uptime_seconds), "num");
     rows.push(row);
   }
