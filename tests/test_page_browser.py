@@ -19,7 +19,7 @@ from tests.cluster import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = os.environ.get("KV_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright adds --headless itself (headless=True) and takes the fresh profile directory as
 # its user data dir; these are the rest of what Chromium needs on these machines.
 CHROMIUM_ARGS = [
