@@ -15,6 +15,7 @@ from . import httputil as h
 from .errors import Compacted, InvalidKey, InvalidRequest, KeyNotFound, KVError, TooLarge
 from .feed import follow
 from .forward import forward
+from .metrics import METRICS
 from .model import DELETE, PUT, Change, Op, WriteRequest, validate_key
 from .node import Node
 
@@ -216,6 +217,7 @@ async def txn(request: web.Request) -> web.StreamResponse:
     node.require_data()
     results = await node.store.write(WriteRequest(ops, txn=True))
     seqs = [r["seq"] for r in results if "seq" in r]
+    request.app[METRICS].count_txn(len(seqs))
     seq = seqs[-1] if seqs else node.store.state.seq
     await _acked(node, ack, seq)
     headers = _headers(node) | {"X-KV-Seq": str(seq)}

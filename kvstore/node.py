@@ -23,7 +23,7 @@ from .storage import Store
 class FollowerInfo:
     pod: str
     acked_seq: int = 0
-    connected: bool = False
+    streams: int = 0  # open replication streams: a reconnect may open one before the old ends
     since: float = field(default_factory=time.time)  # when it (re)connected
     last_ack: float = field(default_factory=time.monotonic)
 
@@ -42,8 +42,9 @@ class FollowerTracker:
 
     def connected(self, pod: str, up: bool) -> None:
         info = self.info(pod)
-        info.connected = up
-        info.since = time.time()
+        info.streams += 1 if up else -1
+        if up:
+            info.since = time.time()
 
     def ack(self, pod: str, seq: int) -> None:
         info = self.info(pod)
@@ -80,7 +81,7 @@ class FollowerTracker:
                 "pod": f.pod,
                 "acked_seq": f.acked_seq,
                 "lag_entries": max(0, manager_seq - f.acked_seq),
-                "connected": f.connected,
+                "connected": f.streams > 0,
                 "since": f.since,
             }
             for f in sorted(self.followers.values(), key=lambda f: f.pod)

@@ -64,6 +64,8 @@ async def _restore_from(node: Node, peer: Peer) -> None:
         lines = iter_lines(resp.content)
         header = snapshot.parse_header(await anext(lines))
         await snapshot.install(node.store, header, lines)
+        async for _ in lines:  # read to the end, so the sender finishes (and counts) it
+            pass
     log.info(
         "restore: took %d keys at seq %d, epoch %s, from %s",
         header.keys,
