@@ -19,6 +19,10 @@ from .errors import NotReady, WaitTimeout
 from .storage import Store
 
 
+class PeerAnswered(ValueError):
+    """A peer answered, but not with its status."""
+
+
 @dataclass
 class FollowerInfo:
     pod: str
@@ -139,6 +143,18 @@ class Node:
                 "from the manager; retry shortly",
                 retry_after=1,
             )
+
+    async def peer_status(self, url: str, timeout: float) -> dict[str, Any]:
+        """Another pod's `/v1/status`. Raises TimeoutError, aiohttp.ClientError or OSError when
+        it cannot be had, and PeerAnswered for an answer other than 200."""
+        token = self.settings.auth_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        wait = aiohttp.ClientTimeout(total=timeout)
+        async with self.session.get(f"{url}/v1/status", headers=headers, timeout=wait) as resp:
+            if resp.status != 200:
+                raise PeerAnswered(f"/v1/status answered {resp.status}")
+            doc: dict[str, Any] = await resp.json()
+            return doc
 
     def lag(self) -> dict[str, Any]:
         if self.is_manager:

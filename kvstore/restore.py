@@ -24,18 +24,8 @@ RETRY_DELAY = 1.0
 
 
 async def _ask(node: Node, peer: Peer) -> dict[str, Any] | None:
-    token = node.settings.auth_token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with node.session.get(
-            f"{peer.url}/v1/status",
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT),
-        ) as resp:
-            if resp.status != 200:
-                return None
-            doc: dict[str, Any] = await resp.json()
-            return doc
+        return await node.peer_status(peer.url, ASK_TIMEOUT)
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return None
 

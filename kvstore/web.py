@@ -24,7 +24,7 @@ from . import httputil as h
 from .discovery import Peer
 from .errors import Unauthorized
 from .health import status_doc
-from .node import Node
+from .node import Node, PeerAnswered
 
 PEER_TIMEOUT = 1.5  # seconds for one peer's /v1/status: the page asks every second
 ASSETS = {
@@ -85,18 +85,11 @@ async def _ask(node: Node, peer: Peer) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": peer.name, "url": peer.url, "listed": True}
     if peer.name == node.settings.pod_name:
         return entry | _reachable(status_doc(node), 0.0) | {"self": True}
-    token = node.settings.auth_token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     started = time.monotonic()
     try:
-        async with node.session.get(
-            f"{peer.url}/v1/status",
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
-        ) as resp:
-            if resp.status != 200:
-                return entry | _unreachable(f"/v1/status answered {resp.status}")
-            doc: dict[str, Any] = await resp.json()
+        doc = await node.peer_status(peer.url, PEER_TIMEOUT)
+    except PeerAnswered as exc:
+        return entry | _unreachable(str(exc))
     except TimeoutError:
         return entry | _unreachable(f"no answer within {PEER_TIMEOUT:g}s")
     except (aiohttp.ClientError, OSError, ValueError) as exc:
