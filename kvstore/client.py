@@ -16,7 +16,7 @@ import io
 import json
 import os
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NotRequired, Self, TypedDict, cast
@@ -26,6 +26,7 @@ import aiohttp
 from yarl import URL
 
 from . import errors
+from .ndjson import iter_lines
 
 DEFAULT_TIMEOUT = 30.0
 # Streams (watch) stay open for as long as the caller reads: no total or read deadline.
@@ -440,7 +441,9 @@ class KVClient:
                 if resp.status >= 400:
                     body = await resp.read()
                     raise error_for(resp.status, body, resp.headers.get("Retry-After"))
-                async for line in _lines(resp.content):
+                async for line in iter_lines(resp.content):
+                    if not line.strip():
+                        continue
                     obj = json.loads(line)
                     if "key" in obj:
                         yield Event.from_json(obj)
@@ -493,17 +496,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
     return str(exc) or type(exc).__name__
-
-
-async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """Non-empty lines of an NDJSON stream, of any length (readline() caps them at 128 KiB)."""
-    buf = bytearray()
-    async for chunk in stream.iter_any():
-        buf += chunk
-        while (end := buf.find(b"\n")) >= 0:
-            line = bytes(buf[:end]).strip()
-            del buf[: end + 1]
-            if line:
-                yield line
-    if buf.strip():
-        yield bytes(buf).strip()

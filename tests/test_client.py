@@ -37,7 +37,6 @@ from kvstore.client import (
     TxnOp,
     Unauthorized,
     Unavailable,
-    _lines,
     error_for,
     stream_error,
 )
@@ -148,22 +147,6 @@ def test_txn_op_and_event_json() -> None:
     assert ev == Event(3, "put", "k", 1, b"hi")
     assert Event.from_json(ev.to_json()) == ev
     assert Event.from_json({"seq": 4, "op": "delete", "key": "k", "version": 0}).value is None
-
-
-class _Chunks:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for c in self.chunks:
-            yield c
-
-
-async def test_lines_splits_chunks_and_keeps_long_lines_whole() -> None:
-    big = b"x" * 300_000  # over aiohttp's readline() limit
-    stream = _Chunks([b'{"a":1}\n{"b"', b":2}\n\n" + big[:100], big[100:] + b"\n", b"tail"])
-    got = [line async for line in _lines(stream)]  # type: ignore[arg-type]
-    assert got == [b'{"a":1}', b'{"b":2}', big, b"tail"]
 
 
 async def test_unreachable_server_is_a_connection_failure() -> None:
