@@ -39,6 +39,7 @@ Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Counter: TypeAlias = "Synchronized[int]"
 DEFAULT_DURATION = 10.0
 KEYSPACE = 10_000  # distinct keys per PUT worker; later requests overwrite them
+DEFAULT_RATE = 200.0  # lag: writes per second
 CATCH_UP_GRACE = 10.0  # seconds the lag scenario waits for the last writes to show
 
 
@@ -502,7 +503,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         raise UsageError("--concurrency and --workers must be at least 1, workers <= concurrency")
     if args.value_size < 0 or (args.requests is not None and args.requests < 1):
         raise UsageError("--value-size must be >= 0 and --requests >= 1")
-    if args.scenario == "lag" and args.rate <= 0:
+    rate = DEFAULT_RATE if args.rate is None else args.rate
+    if args.scenario == "lag" and rate <= 0:
         raise UsageError("--rate must be above 0")
     duration = args.duration
     if duration is None and args.requests is None:
@@ -517,11 +519,15 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         value_size=args.value_size,
         workers=args.workers,
         follower_url=args.follower_url,
-        rate=args.rate,
+        rate=rate,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite or args.compare:
+        from .benchsuite.cli import run_suite_command
+
+        return run_suite_command(args)
     try:
         opts = options_from(args)
     except UsageError as exc:
@@ -557,6 +563,11 @@ def register(sub: Sub) -> None:
     p.add_argument("--value-size", type=int, default=100, metavar="BYTES", help="default 100")
     p.add_argument("--workers", type=int, default=1, help="load processes (default 1)")
     p.add_argument("--follower-url", help="lag: the follower to watch (default: --url itself)")
-    p.add_argument("--rate", type=float, default=200.0, help="lag: writes per second (default 200)")
+    p.add_argument(
+        "--rate", type=float, help=f"lag: writes per second (default {DEFAULT_RATE:g}; suite 1000)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    from .benchsuite.cli import add_suite_arguments
+
+    add_suite_arguments(p)
     p.set_defaults(func=run)
