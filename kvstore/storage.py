@@ -1,9 +1,11 @@
 """SQLite storage: the one write path (group commit), reads, the change log and the digest.
 
 Three kinds of connection, each with one job:
-- the writer: one connection used only from one dedicated thread. Every write (a batch of
-  client requests on the manager, a batch of replicated changes on a follower, a snapshot
-  install) is one transaction there: one thread hop per batch, not per statement.
+- the writer: every write (a batch of client requests on the manager, a batch of replicated
+  changes on a follower, a snapshot install) is one transaction on it. Its statements run on
+  the event loop (each takes microseconds in the page cache) and its COMMIT, with the fsync,
+  in one dedicated thread: one thread hop per batch, and the GIL changes hands once per batch
+  instead of once per statement. Large batches hand the loop back every so often.
 - the point reader: used on the event-loop thread for single-key reads. A WAL read of one row
   takes microseconds, less than the thread hop aiosqlite would add.
 - aiosqlite: scans that may be long (list pages, change-log reads) run off the loop.
@@ -18,7 +20,7 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -290,16 +292,16 @@ class Store:
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            outcomes, changes = await self._in_writer(
-                self._commit_batch, [p.request for p in batch]
-            )
+            txn = await self._stage(self._stage_requests, [p.request for p in batch])
+            await self._in_writer(_commit_txn, self._wc)
         except Exception as exc:  # the database failed: every request in the batch fails
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        self._committed(changes, started)
-        for p, outcome in zip(batch, outcomes, strict=True):
+        self.state = txn.state(self.state.epoch)
+        self._committed(txn.changes, started)
+        for p, outcome in zip(batch, txn.outcomes, strict=True):
             if p.future.done():
                 continue
             if isinstance(outcome, KVError):
@@ -307,48 +309,52 @@ class Store:
             else:
                 p.future.set_result(outcome)
 
-    def _commit_batch(
-        self,
-        requests: list[WriteRequest],
-    ) -> tuple[list[list[dict[str, Any]] | KVError], list[Change]]:
-        """In the writer thread: every request of the batch in one transaction."""
-        conn, st = self._wc, self.state
-        seq, digest, keys = st.seq, st.digest, st.keys
-        now = time.time()
-        outcomes: list[list[dict[str, Any]] | KVError] = []
-        changes: list[Change] = []
+    async def _stage(self, work: Callable[[_Txn, T], Awaitable[None]], items: T) -> _Txn:
+        """Open a write transaction and run `work` in it on the event loop; the COMMIT (the
+        fsync) is the caller's, in the writer thread. Statements stay on the loop because each
+        one hands the GIL over: a writer thread would wait for it once per statement while the
+        loop is busy, and only once per batch this way."""
+        conn = self._wc
+        txn = _Txn(conn, self.state)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for req in requests:
-                failure = self._check_conditions(conn, req)
-                if failure is not None:
-                    outcomes.append(failure)
-                    continue
-                results: list[dict[str, Any]] = []
-                for op in req.ops:
-                    cur = self._lookup(conn, op.key)
-                    if op.op == DELETE and cur is None:
-                        results.append({"op": DELETE, "key": op.key, "deleted": False})
-                        continue
-                    seq += 1
-                    version = 0 if op.op == DELETE else (cur[0] + 1 if cur else 1)
-                    value = op.value if op.op == PUT else None
-                    change = Change(seq, op.op, op.key, version, value, now)
-                    d_digest, d_keys = self._apply(conn, change, cur)
-                    digest, keys = (digest + d_digest) % DIGEST_MOD, keys + d_keys
-                    changes.append(change)
-                    results.append(_result(change, cur))
-                outcomes.append(results)
-            pruned = self._finish(conn, changes, st.epoch, seq, digest, keys)
+            await work(txn, items)
+            txn.pruned = self._finish(conn, txn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.state = State(st.epoch, seq, digest, keys, pruned)
-        return outcomes, changes
+        return txn
 
-    def _check_conditions(self, conn: sqlite3.Connection, req: WriteRequest) -> KVError | None:
+    async def _stage_requests(self, txn: _Txn, requests: list[WriteRequest]) -> None:
+        """The client requests of one group commit, in order; a request whose condition fails
+        changes nothing and takes no seq."""
+        budget = _Budget()
+        for req in requests:
+            failure = self._check_conditions(txn, req)
+            if failure is not None:
+                txn.outcomes.append(failure)
+                continue
+            results: list[dict[str, Any]] = []
+            for op in req.ops:
+                cur = txn.current(op.key)
+                if op.op == DELETE and cur is None:
+                    results.append({"op": DELETE, "key": op.key, "deleted": False})
+                    continue
+                version = 0 if op.op == DELETE else (cur[0] + 1 if cur else 1)
+                value = op.value if op.op == PUT else None
+                change = Change(txn.seq + 1, op.op, op.key, version, value, txn.now)
+                txn.apply(change, cur)
+                results.append(_result(change, cur))
+                await budget.spend(len(op.value))
+            txn.outcomes.append(results)
+
+    def _check_conditions(self, txn: _Txn, req: WriteRequest) -> KVError | None:
         for index, op in enumerate(req.ops):
-            cur = self._lookup(conn, op.key)
+            if not (op.if_absent or op.if_exists or op.if_version is not None) and (
+                op.op != DELETE or req.txn
+            ):
+                continue
+            cur = txn.current(op.key)
             actual = cur[0] if cur else 0
             where = f"op {index} ({op.op} {op.key!r})" if req.txn else f"key {op.key!r}"
             details = {"op_index": index, "key": op.key, "current_version": actual}
@@ -370,58 +376,23 @@ class Store:
                 return KeyNotFound(f"key {op.key!r} does not exist", key=op.key)
         return None
 
-    @staticmethod
-    def _lookup(conn: sqlite3.Connection, key: str) -> Current:
-        row = conn.execute(schema.LOOKUP, (key,)).fetchone()
-        return None if row is None else (row[0], hash_int(row[1]), row[2])
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, ch: Change, cur: Current) -> tuple[int, int]:
-        """Apply one change to the kv table; returns its (digest delta, key-count delta)."""
-        old_hash = cur[1] if cur else 0
-        if ch.op == DELETE:
-            if cur is None:
-                return 0, 0
-            conn.execute(schema.DELETE_KEY, (ch.key,))
-            return -old_hash, -1
-        assert ch.value is not None
-        new_hash = entry_hash(ch.key, ch.value)
-        create_seq = cur[2] if cur else ch.seq
-        conn.execute(
-            schema.UPSERT, (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
-        )
-        return new_hash - old_hash, (0 if cur else 1)
-
-    def _finish(
-        self,
-        conn: sqlite3.Connection,
-        changes: list[Change],
-        epoch: str | None,
-        seq: int,
-        digest: int,
-        keys: int,
-    ) -> int:
-        """Log the changes, prune the log a bounded step, write meta and commit."""
-        conn.executemany(schema.INSERT_CHANGE, changes)
-        pruned = self.state.pruned_upto
-        target = seq - self.retention
+    def _finish(self, conn: sqlite3.Connection, txn: _Txn) -> int:
+        """Log the changes, prune the log a bounded step and write meta (the COMMIT follows)."""
+        conn.executemany(schema.INSERT_CHANGE, txn.changes)
+        pruned = txn.start.pruned_upto
+        target = txn.seq - self.retention
         if target > pruned:
-            pruned = min(target, pruned + 2 * len(changes) + 256)
+            pruned = min(target, pruned + 2 * len(txn.changes) + 256)
             conn.execute("DELETE FROM changes WHERE seq <= ?", (pruned,))
-        conn.execute(schema.UPDATE_META, (epoch, seq, digest_hex(digest), keys))
-        conn.execute("COMMIT")
+        meta = (txn.epoch, txn.seq, digest_hex(txn.digest), txn.keys)
+        conn.execute(schema.UPDATE_META, meta)
         return pruned
 
     # --- followers: apply the manager's changes -------------------------------------------------
     async def apply(self, changes: list[Change], epoch: str) -> None:
         """Apply replicated changes in one transaction with the new applied seq."""
         self._check_open()
-        started = time.perf_counter()
-        applied = await self._in_writer(self._apply_batch, changes, epoch)
-        self._committed(applied, started)
-
-    def _apply_batch(self, changes: list[Change], epoch: str) -> list[Change]:
-        conn, st = self._wc, self.state
+        st = self.state
         if st.epoch != epoch:
             raise EpochMismatch(
                 f"changes of epoch {epoch} cannot apply to a store of epoch {st.epoch}",
@@ -430,24 +401,24 @@ class Store:
             )
         fresh = [c for c in changes if c.seq > st.seq]
         if not fresh:
-            return []
-        seq, digest, keys = st.seq, st.digest, st.keys
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for ch in fresh:
-                if ch.seq != seq + 1:
-                    raise Diverged(f"expected seq {seq + 1} next, received {ch.seq}")
-                seq = ch.seq
-                if ch.seq == self.fault_skip_seq:
-                    continue  # the test-only fault: lose this change silently
-                d_digest, d_keys = self._apply(conn, ch, self._lookup(conn, ch.key))
-                digest, keys = (digest + d_digest) % DIGEST_MOD, keys + d_keys
-            pruned = self._finish(conn, fresh, epoch, seq, digest, keys)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self.state = State(epoch, seq, digest, keys, pruned)
-        return fresh
+            return
+        started = time.perf_counter()
+        txn = await self._stage(self._stage_changes, fresh)
+        await self._in_writer(_commit_txn, self._wc)
+        self.state = txn.state(epoch)
+        self._committed(fresh, started)
+
+    async def _stage_changes(self, txn: _Txn, fresh: list[Change]) -> None:
+        budget = _Budget()
+        for ch in fresh:
+            if ch.seq != txn.seq + 1:
+                raise Diverged(f"expected seq {txn.seq + 1} next, received {ch.seq}")
+            if ch.seq == self.fault_skip_seq:  # the test-only fault: lose this change silently
+                txn.skip(ch)
+                continue
+            txn.apply(ch, txn.current(ch.key))
+            await budget.spend(len(ch.value or b""))
+        txn.changes = fresh  # the log keeps what the manager sent, the skipped one included
 
     async def set_epoch(self, epoch: str) -> None:
         """Give an empty store its epoch (a new manager, or a follower before its snapshot)."""
@@ -481,3 +452,84 @@ def _result(change: Change, cur: Current) -> dict[str, Any]:
         "seq": change.seq,
         "created": cur is None,
     }
+
+
+def _commit_txn(conn: sqlite3.Connection) -> None:
+    """In the writer thread: COMMIT (the fsync under `full`); roll back if it fails."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class _Budget:
+    """Staging on the loop hands the loop back to the other tasks every so many changes or
+    bytes, so that a large batch does not hold up reads."""
+
+    CHANGES = 256
+    BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self.changes = 0
+        self.bytes = 0
+
+    async def spend(self, size: int) -> None:
+        self.changes += 1
+        self.bytes += size
+        if self.changes >= self.CHANGES or self.bytes >= self.BYTES:
+            self.changes = self.bytes = 0
+            await asyncio.sleep(0)
+
+
+class _Txn:
+    """One write transaction being built on the writer connection: the state it started from,
+    the seq, digest and key count so far, and each key's current row as it changes."""
+
+    def __init__(self, conn: sqlite3.Connection, start: State) -> None:
+        self.conn = conn
+        self.start = start
+        self.epoch = start.epoch
+        self.seq, self.digest, self.keys = start.seq, start.digest, start.keys
+        self.pruned = start.pruned_upto
+        self.now = time.time()
+        self.changes: list[Change] = []
+        self.outcomes: list[list[dict[str, Any]] | KVError] = []
+        self._known: dict[str, Current] = {}
+
+    def current(self, key: str) -> Current:
+        """(version, hash, create_seq) of the key as this transaction has left it so far."""
+        if key in self._known:
+            return self._known[key]
+        row = self.conn.execute(schema.LOOKUP, (key,)).fetchone()
+        cur = None if row is None else (row[0], hash_int(row[1]), row[2])
+        self._known[key] = cur
+        return cur
+
+    def apply(self, ch: Change, cur: Current) -> None:
+        """Write one change to the kv table and account for it."""
+        old_hash = cur[1] if cur else 0
+        if ch.op == DELETE:
+            if cur is not None:
+                self.conn.execute(schema.DELETE_KEY, (ch.key,))
+                self.digest = (self.digest - old_hash) % DIGEST_MOD
+                self.keys -= 1
+            self._known[ch.key] = None
+        else:
+            assert ch.value is not None
+            new_hash = entry_hash(ch.key, ch.value)
+            create_seq = cur[2] if cur else ch.seq
+            row = (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
+            self.conn.execute(schema.UPSERT, row)
+            self.digest = (self.digest + new_hash - old_hash) % DIGEST_MOD
+            self.keys += 0 if cur else 1
+            self._known[ch.key] = (ch.version, new_hash, create_seq)
+        self.seq = ch.seq
+        self.changes.append(ch)
+
+    def skip(self, ch: Change) -> None:
+        self.seq = ch.seq
+
+    def state(self, epoch: str | None) -> State:
+        return State(epoch, self.seq, self.digest, self.keys, self.pruned)
