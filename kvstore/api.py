@@ -61,6 +61,8 @@ def _conditions(request: web.Request) -> dict[str, Any]:
 
 def _ack_wait(request: web.Request) -> tuple[int, float]:
     """`?ack=N&timeout=S`, checked before anything is written."""
+    if not request.query_string:
+        return 0, DEFAULT_WAIT
     n = h.int_param(request, "ack", 0, maximum=1000) or 0
     return n, h.float_param(request, "timeout", DEFAULT_WAIT)
 
@@ -81,9 +83,14 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(PUT, key, body, **cond)])))[0]
-    await _acked(node, ack, result["seq"])
-    out = {"key": key, "version": result["version"], "seq": result["seq"]}
-    headers = _headers(node, result["version"]) | {"X-KV-Seq": str(result["seq"])}
+    seq, version = result["seq"], result["version"]
+    await _acked(node, ack, seq)
+    headers = {
+        "X-KV-Seq": str(seq),
+        "X-KV-Served-By": node.settings.pod_name,
+        "ETag": f'"{version}"',
+    }
+    out = {"key": key, "version": version, "seq": seq}
     return h.json_response(out, 201 if result["created"] else 200, headers)
 
 
@@ -101,9 +108,8 @@ async def delete_key(request: web.Request) -> web.StreamResponse:
     return h.json_response({"key": key, "seq": result["seq"]}, 200, headers)
 
 
-async def get_key(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
-    key = _key(request, node)
+async def _get_options(request: web.Request, node: Node) -> web.StreamResponse | None:
+    """`?consistency=` and `?min_seq=&timeout=`: a forwarded answer, or None to read here."""
     consistency = request.query.get("consistency", "local")
     if consistency not in ("local", "manager"):
         raise InvalidRequest(f"consistency={consistency!r}: expected local or manager")
@@ -113,14 +119,27 @@ async def get_key(request: web.Request) -> web.StreamResponse:
     min_seq = h.int_param(request, "min_seq")
     if min_seq is not None:
         await node.store.wait_for_seq(min_seq, h.float_param(request, "timeout", DEFAULT_WAIT))
+    return None
+
+
+async def get_key(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    key = _key(request, node)
+    if request.query_string:
+        reply = await _get_options(request, node)
+        if reply is not None:
+            return reply
+    node.require_data()
     item = node.store.get(key)
     if item is None:
         raise KeyNotFound(f"key {key!r} does not exist", key=key)
-    return web.Response(
-        body=item.value,
-        headers=_headers(node, item.version),
-        content_type="application/octet-stream",
-    )
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "X-KV-Seq": str(node.store.state.seq),
+        "X-KV-Served-By": node.settings.pod_name,
+        "ETag": f'"{item.version}"',
+    }
+    return web.Response(body=item.value, headers=headers)
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
