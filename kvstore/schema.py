@@ -38,12 +38,22 @@ UPSERT = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, "
     "mod_seq = excluded.mod_seq, hash = excluded.hash"
 )
-LOOKUP = "SELECT version, hash, create_seq FROM kv WHERE key = ?"
 DELETE_KEY = "DELETE FROM kv WHERE key = ?"
 INSERT_CHANGE = "INSERT INTO changes (seq, op, key, version, value, ts) VALUES (?, ?, ?, ?, ?, ?)"
 UPDATE_META = "UPDATE meta SET epoch = ?, seq = ?, digest = ?, keys = ? WHERE id = 1"
 READ_META = "SELECT epoch, seq, digest, keys FROM meta WHERE id = 1"
 GET = "SELECT value, version, mod_seq, create_seq FROM kv WHERE key = ?"
+LOOKUP_CHUNK = 512  # keys per lookup_many statement (SQLite allows 32766 parameters)
+
+
+def lookup_many(keys: list[str]) -> tuple[str, list[str]]:
+    """A statement reading (key, version, hash, create_seq) of up to LOOKUP_CHUNK keys, and its
+    parameters. The key list is padded to a power of two (repeating its last key) so that a
+    handful of statements serve every size from the connection's statement cache."""
+    size = 1 << max(0, len(keys) - 1).bit_length()
+    params = keys + [keys[-1]] * (size - len(keys))
+    marks = ",".join("?" * size)
+    return f"SELECT key, version, hash, create_seq FROM kv WHERE key IN ({marks})", params
 
 
 def connect(path: str, durability: str, *, readonly: bool = False) -> sqlite3.Connection:

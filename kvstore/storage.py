@@ -20,7 +20,7 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -104,6 +104,7 @@ class Store:
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
+        self._wlock = asyncio.Lock()  # one write transaction at a time on the writer connection
         self._closing = False
         self._closed = False
 
@@ -292,14 +293,13 @@ class Store:
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            txn = await self._stage(self._stage_requests, [p.request for p in batch])
-            await self._in_writer(_commit_txn, self._wc)
+            requests = [p.request for p in batch]
+            txn = await self._transact(self._stage_requests, requests, self.state.epoch)
         except Exception as exc:  # the database failed: every request in the batch fails
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        self.state = txn.state(self.state.epoch)
         self._committed(txn.changes, started)
         for p, outcome in zip(batch, txn.outcomes, strict=True):
             if p.future.done():
@@ -309,17 +309,40 @@ class Store:
             else:
                 p.future.set_result(outcome)
 
+    async def _transact(
+        self, work: Callable[[_Txn, T], Awaitable[None]], items: T, epoch: str | None
+    ) -> _Txn:
+        """One write transaction: `work` stages it on the loop, the writer thread commits it.
+        One transaction at a time holds the writer connection; once staged, a transaction
+        commits (or rolls back) even if its caller is cancelled meanwhile, before the next one
+        begins."""
+        await self._wlock.acquire()
+        try:
+            txn = await self._stage(work, items)
+        except BaseException:
+            self._wlock.release()
+            raise
+        commit = asyncio.get_running_loop().create_task(self._commit_then_release(txn, epoch))
+        commit.add_done_callback(_consume)
+        await asyncio.shield(commit)
+        return txn
+
+    async def _commit_then_release(self, txn: _Txn, epoch: str | None) -> None:
+        try:
+            await self._in_writer(self._commit_txn, txn, epoch)
+        finally:
+            self._wlock.release()
+
     async def _stage(self, work: Callable[[_Txn, T], Awaitable[None]], items: T) -> _Txn:
-        """Open a write transaction and run `work` in it on the event loop; the COMMIT (the
-        fsync) is the caller's, in the writer thread. Statements stay on the loop because each
-        one hands the GIL over: a writer thread would wait for it once per statement while the
-        loop is busy, and only once per batch this way."""
+        """Open a write transaction and run `work` in it on the event loop. Statements stay on
+        the loop because each one hands the GIL over: a writer thread would wait for it once per
+        statement while the loop is busy, and only once per batch this way."""
         conn = self._wc
         txn = _Txn(conn, self.state)
         conn.execute("BEGIN IMMEDIATE")
         try:
             await work(txn, items)
-            txn.pruned = self._finish(conn, txn)
+            txn.pruned = await self._finish(conn, txn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -329,6 +352,7 @@ class Store:
         """The client requests of one group commit, in order; a request whose condition fails
         changes nothing and takes no seq."""
         budget = _Budget()
+        txn.prefetch(op.key for req in requests for op in req.ops)
         for req in requests:
             failure = self._check_conditions(txn, req)
             if failure is not None:
@@ -345,7 +369,8 @@ class Store:
                 change = Change(txn.seq + 1, op.op, op.key, version, value, txn.now)
                 txn.apply(change, cur)
                 results.append(_result(change, cur))
-                await budget.spend(len(op.value))
+                if budget.spend(len(op.value)):
+                    await asyncio.sleep(0)
             txn.outcomes.append(results)
 
     def _check_conditions(self, txn: _Txn, req: WriteRequest) -> KVError | None:
@@ -376,15 +401,29 @@ class Store:
                 return KeyNotFound(f"key {op.key!r} does not exist", key=op.key)
         return None
 
-    def _finish(self, conn: sqlite3.Connection, txn: _Txn) -> int:
-        """Log the changes, prune the log a bounded step and write meta (the COMMIT follows)."""
+    def _commit_txn(self, txn: _Txn, epoch: str | None) -> None:
+        """In the writer thread: COMMIT (the fsync under `full`), then adopt the new state, here,
+        so that it holds even if the task that waits for it is cancelled meanwhile. A failed
+        COMMIT is rolled back."""
+        try:
+            txn.conn.execute("COMMIT")
+        except BaseException:
+            if txn.conn.in_transaction:
+                txn.conn.execute("ROLLBACK")
+            raise
+        self.state = txn.state(epoch)
+
+    async def _finish(self, conn: sqlite3.Connection, txn: _Txn) -> int:
+        """Write the rows, log the changes, prune the log a bounded step and write meta (the
+        COMMIT follows)."""
+        await txn.flush()
         conn.executemany(schema.INSERT_CHANGE, txn.changes)
         pruned = txn.start.pruned_upto
         target = txn.seq - self.retention
         if target > pruned:
             pruned = min(target, pruned + 2 * len(txn.changes) + 256)
             conn.execute("DELETE FROM changes WHERE seq <= ?", (pruned,))
-        meta = (txn.epoch, txn.seq, digest_hex(txn.digest), txn.keys)
+        meta = (txn.epoch, txn.seq, digest_hex(txn.digest % DIGEST_MOD), txn.keys)
         conn.execute(schema.UPDATE_META, meta)
         return pruned
 
@@ -403,22 +442,23 @@ class Store:
         if not fresh:
             return
         started = time.perf_counter()
-        txn = await self._stage(self._stage_changes, fresh)
-        await self._in_writer(_commit_txn, self._wc)
-        self.state = txn.state(epoch)
-        self._committed(fresh, started)
+        txn = await self._transact(self._stage_changes, fresh, epoch)
+        self._committed(txn.changes, started)
 
-    async def _stage_changes(self, txn: _Txn, fresh: list[Change]) -> None:
+    async def _stage_changes(self, txn: _Txn, changes: list[Change]) -> None:
         budget = _Budget()
-        for ch in fresh:
+        txn.prefetch(ch.key for ch in changes if ch.seq > txn.seq)
+        for ch in changes:
+            if ch.seq <= txn.seq:
+                continue  # applied already
             if ch.seq != txn.seq + 1:
                 raise Diverged(f"expected seq {txn.seq + 1} next, received {ch.seq}")
             if ch.seq == self.fault_skip_seq:  # the test-only fault: lose this change silently
-                txn.skip(ch)
+                txn.skip(ch)  # (the log still records it, as the manager sent it)
                 continue
             txn.apply(ch, txn.current(ch.key))
-            await budget.spend(len(ch.value or b""))
-        txn.changes = fresh  # the log keeps what the manager sent, the skipped one included
+            if budget.spend(len(ch.value or b"")):
+                await asyncio.sleep(0)
 
     async def set_epoch(self, epoch: str) -> None:
         """Give an empty store its epoch (a new manager, or a follower before its snapshot)."""
@@ -454,14 +494,11 @@ def _result(change: Change, cur: Current) -> dict[str, Any]:
     }
 
 
-def _commit_txn(conn: sqlite3.Connection) -> None:
-    """In the writer thread: COMMIT (the fsync under `full`); roll back if it fails."""
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def _consume(task: asyncio.Task[None]) -> None:
+    """Retrieve a commit's outcome, so that one whose caller went away is not reported as never
+    retrieved (its caller's cancellation, or the batch's futures, carry it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Budget:
@@ -475,17 +512,22 @@ class _Budget:
         self.changes = 0
         self.bytes = 0
 
-    async def spend(self, size: int) -> None:
+    def spend(self, size: int) -> bool:
+        """Count one change of `size` bytes; True when it is time to hand the loop back."""
         self.changes += 1
         self.bytes += size
         if self.changes >= self.CHANGES or self.bytes >= self.BYTES:
             self.changes = self.bytes = 0
-            await asyncio.sleep(0)
+            return True
+        return False
 
 
 class _Txn:
     """One write transaction being built on the writer connection: the state it started from,
-    the seq, digest and key count so far, and each key's current row as it changes."""
+    the seq, digest and key count so far, and each key's row as the transaction leaves it.
+
+    Rows are read for many keys at once (`prefetch`) and written once per key at the end
+    (`flush`): a statement costs far more in Python than the B-tree work it does."""
 
     def __init__(self, conn: sqlite3.Connection, start: State) -> None:
         self.conn = conn
@@ -497,32 +539,41 @@ class _Txn:
         self.changes: list[Change] = []
         self.outcomes: list[list[dict[str, Any]] | KVError] = []
         self._known: dict[str, Current] = {}
+        self._rows: dict[str, tuple[Any, ...] | None] = {}  # key -> row to store, None: delete
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the current row of each key not seen yet, LOOKUP_CHUNK keys a statement."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._known]
+        for i in range(0, len(missing), schema.LOOKUP_CHUNK):
+            chunk = missing[i : i + schema.LOOKUP_CHUNK]
+            sql, params = schema.lookup_many(chunk)
+            for key, version, raw_hash, create_seq in self.conn.execute(sql, params):
+                self._known[key] = (version, hash_int(raw_hash), create_seq)
+            for key in chunk:
+                self._known.setdefault(key, None)
 
     def current(self, key: str) -> Current:
         """(version, hash, create_seq) of the key as this transaction has left it so far."""
-        if key in self._known:
-            return self._known[key]
-        row = self.conn.execute(schema.LOOKUP, (key,)).fetchone()
-        cur = None if row is None else (row[0], hash_int(row[1]), row[2])
-        self._known[key] = cur
-        return cur
+        if key not in self._known:
+            self.prefetch((key,))
+        return self._known[key]
 
     def apply(self, ch: Change, cur: Current) -> None:
-        """Write one change to the kv table and account for it."""
+        """Account for one change; its row is written by `flush`."""
         old_hash = cur[1] if cur else 0
         if ch.op == DELETE:
             if cur is not None:
-                self.conn.execute(schema.DELETE_KEY, (ch.key,))
-                self.digest = (self.digest - old_hash) % DIGEST_MOD
+                self.digest -= old_hash
                 self.keys -= 1
+                self._rows[ch.key] = None
             self._known[ch.key] = None
         else:
             assert ch.value is not None
             new_hash = entry_hash(ch.key, ch.value)
             create_seq = cur[2] if cur else ch.seq
             row = (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
-            self.conn.execute(schema.UPSERT, row)
-            self.digest = (self.digest + new_hash - old_hash) % DIGEST_MOD
+            self._rows[ch.key] = row
+            self.digest += new_hash - old_hash  # reduced mod DIGEST_MOD when read
             self.keys += 0 if cur else 1
             self._known[ch.key] = (ch.version, new_hash, create_seq)
         self.seq = ch.seq
@@ -530,6 +581,18 @@ class _Txn:
 
     def skip(self, ch: Change) -> None:
         self.seq = ch.seq
+        self.changes.append(ch)
+
+    async def flush(self) -> None:
+        """Write each changed key's final row (each key once, so the order does not matter)."""
+        puts = [row for row in self._rows.values() if row is not None]
+        deletes = [(key,) for key, row in self._rows.items() if row is None]
+        for sql, rows in ((schema.UPSERT, puts), (schema.DELETE_KEY, deletes)):
+            for i in range(0, len(rows), _Budget.CHANGES):
+                self.conn.executemany(sql, rows[i : i + _Budget.CHANGES])
+                if len(rows) > _Budget.CHANGES:
+                    await asyncio.sleep(0)
+        self._rows.clear()
 
     def state(self, epoch: str | None) -> State:
-        return State(epoch, self.seq, self.digest, self.keys, self.pruned)
+        return State(epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned)
