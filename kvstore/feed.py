@@ -71,7 +71,8 @@ async def follow(
                 sub.event.clear()
                 if next_seq > store.state.seq:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(sub.event.wait(), heartbeat)
+                        async with asyncio.timeout(heartbeat):  # cheaper than wait_for's task
+                            await sub.event.wait()
                     if next_seq > store.state.seq:
                         yield []
                     continue

@@ -27,13 +27,17 @@ from .metrics import Metrics
 from .model import Change
 from .ndjson import iter_lines
 from .node import Node
-from .replication import decode_changes
+from .replication import ACKS_PATH, decode_changes
 
 log = logging.getLogger("kvstore.follower")
 HEARTBEAT_TIMEOUT = 5.0
 APPLY_CHUNK = 5000
 MAX_PENDING = 50_000
 ERRORS = {"compacted": Compacted, "epoch_mismatch": EpochMismatch, "diverged": Diverged}
+
+
+class AcksUnsupported(Exception):
+    """The manager has no long acks request (an older version): acks go one at a time."""
 
 
 class Backoff:
@@ -202,7 +206,34 @@ class Follower:
                     self.progress.caught_up_at = time.monotonic()
 
     async def _acker(self, url: str) -> None:
-        """Report the applied seq after each apply (one report in flight) and every second."""
+        """Report the applied seq after each apply and every second: over one long request
+        when the manager offers it, else a request per report (one in flight)."""
+        try:
+            await self._stream_acks(url)
+        except AcksUnsupported:
+            log.info("the manager takes acks one request at a time")
+            await self._post_acks(url)
+
+    async def _stream_acks(self, url: str) -> None:
+        async with self.node.session.post(
+            url + ACKS_PATH,
+            params={"pod": self.node.settings.pod_name},
+            data=self._ack_lines(),
+            headers=self._headers() | {"Content-Type": "application/x-ndjson"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3),
+        ) as resp:
+            if resp.status in (404, 405):
+                raise AcksUnsupported()
+            await _raise_for(resp)
+        raise ManagerUnavailable("the manager ended the acks request")
+
+    async def _ack_lines(self) -> AsyncIterator[bytes]:
+        """A line with the applied seq each time it moves (what moved while the last line was
+        being sent goes in the next one), and every second."""
+        async for seq in self._applied():
+            yield b'{"seq":%d}\n' % seq
+
+    async def _applied(self) -> AsyncIterator[int]:
         changed = asyncio.Event()
 
         def listener(_: list[Change]) -> None:
@@ -212,12 +243,17 @@ class Follower:
         try:
             while True:
                 changed.clear()
-                await self._post_ack(url, self.store.state.seq)
+                yield self.store.state.seq
                 if not changed.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await changed.wait()
         finally:
             self.store.remove_listener(listener)
+
+    async def _post_acks(self, url: str) -> None:
+        async for seq in self._applied():
+            await self._post_ack(url, seq)
 
     async def _post_ack(self, url: str, seq: int) -> None:
         body = {"pod": self.node.settings.pod_name, "seq": seq}

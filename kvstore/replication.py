@@ -8,7 +8,11 @@ that lost its volume takes a snapshot from a follower):
     {"t": "c", "seq": <sender's seq>, "c": [[seq, op, key, version, value_b64|null, ts], ...]}
     {"t": "hb", "seq", "time"}
 - GET  /v1/replication/snapshot: see snapshot.py.
-- POST /v1/replication/ack {"pod", "seq"}: a follower reports what it applied.
+- POST /v1/replication/acks?pod=<name>: a follower reports what it applied, over one long
+  request: its body is NDJSON, a line {"seq": <applied seq>} after each apply and every second,
+  read as it arrives. A request per report would cost both pods a whole HTTP exchange per
+  apply; followers fall back to that (below) with a manager that does not offer this one.
+- POST /v1/replication/ack {"pod", "seq"}: one report.
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from .errors import Compacted, Diverged, EpochMismatch, InvalidRequest, KVError,
 from .feed import follow
 from .metrics import METRICS
 from .model import Change
+from .ndjson import iter_lines
 from .node import Node
 
 log = logging.getLogger("kvstore.replication")
 HEARTBEAT = 1.0
+ACKS_PATH = "/v1/replication/acks"
+ACK_LINE_BYTES = 1024
 
 
 def _node(request: web.Request) -> Node:
@@ -163,7 +170,35 @@ async def ack(request: web.Request) -> web.StreamResponse:
     return h.json_response({"ok": True})
 
 
+async def acks(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    pod = request.query.get("pod")
+    if not pod:
+        raise InvalidRequest("expected ?pod=<follower's pod name>")
+    task = asyncio.current_task()
+    assert task is not None
+    from .api import STREAMS
+
+    request.app[STREAMS].add(task)
+    try:
+        async for line in iter_lines(request.content, ACK_LINE_BYTES):
+            node.tracker.ack(pod, _ack_seq(line))
+    except ConnectionError:  # the follower went away: its session ended
+        pass
+    finally:
+        request.app[STREAMS].discard(task)
+    return h.json_response({"ok": True})
+
+
+def _ack_seq(line: bytes) -> int:
+    try:
+        return int(json.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidRequest('expected lines {"seq": <applied seq>}') from None
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/replication/stream", stream)
     app.router.add_get("/v1/replication/snapshot", snapshot_handler)
     app.router.add_post("/v1/replication/ack", ack)
+    app.router.add_post(ACKS_PATH, acks)
