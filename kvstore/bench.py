@@ -567,7 +567,7 @@ def register(sub: Sub) -> None:
         "--rate", type=float, help=f"lag: writes per second (default {DEFAULT_RATE:g}; suite 1000)"
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    from .benchsuite.cli import add_suite_arguments
+    from .benchsuite.options import add_suite_arguments
 
     add_suite_arguments(p)
     p.set_defaults(func=run)

@@ -17,8 +17,9 @@ import pytest
 
 from kvstore.benchsuite import cli as suite_cli
 from kvstore.benchsuite import load as ld
+from kvstore.benchsuite.options import SCENARIOS
 from kvstore.benchsuite.report import HIGHER, LOWER, Figure, Results, render
-from kvstore.benchsuite.suite import SCENARIOS, parse_levels, parse_only
+from kvstore.benchsuite.suite import parse_levels, parse_only
 from tests.test_client import Server, running_server
 
 HAVE_WRK = shutil.which("wrk") is not None

@@ -28,10 +28,18 @@ import aiohttp
 from ..bench import percentile
 from . import load as ld
 from .lag import LagSpec, run_lag
+from .options import SCENARIOS
 from .report import HIGHER, LOWER, Figure, Results
-from .systems import EtcdCluster, KvCluster, SuiteError, System, etcd_version, wait_until
+from .systems import (
+    EtcdCluster,
+    KvCluster,
+    SuiteError,
+    System,
+    etcd_version,
+    now,
+    wait_until,
+)
 
-SCENARIOS = ("put", "txn", "put3", "get", "lag", "catchup", "snapshot", "rss")
 ONE_NODE = ("put", "txn")
 TXN_OPS = 100  # puts per txn (etcd's default limit is 128)
 TXN_CONNECTIONS = 16
@@ -136,8 +144,8 @@ def setup_info(opts: SuiteOptions) -> dict[str, Any]:
         "follower (etcd: serializable range)",
         f"replication lag: one client process writes {opts.lag_rate:g} keys/s to the writer and "
         "watches a follower; a write's lag runs from the writer's answer to the follower's event",
-        "catch-up and new-follower times run from the follower's (re)start until it has applied "
-        "everything the writer had",
+        "catch-up and new-follower times run from the start of the follower's process (its "
+        "start time in /proc) until it has applied everything the writer had",
     ]
     return info
 
@@ -269,10 +277,9 @@ async def _catchup(system: System, session: aiohttp.ClientSession, run: Run) -> 
     await bulk_load(system, session, "bench/catchup/", writes, run.opts.value_size)
     target = await system.position(session, 0)
     run.log(f"{system.name}: follower restarted")
-    started = time.monotonic()
-    await system.start_member(member)
+    started = await system.start_member(member)
     await converged(system, session, member, target)
-    seconds = time.monotonic() - started
+    seconds = now() - started
     title = f"catch-up, {writes:,} missed writes"
     run.add(system, Figure("catchup", title, "s", seconds, LOWER, "Python client (loading)"))
     run.results.detail(system.name, "catchup", {"writes": writes, "position": target})
@@ -286,7 +293,7 @@ async def _new_follower(system: System, session: aiohttp.ClientSession, run: Run
     run.log(f"{system.name}: a new follower joins")
     member, started = await system.add_member()
     await converged(system, session, member, target)
-    seconds = time.monotonic() - started
+    seconds = now() - started
     title = f"new follower, {keys:,} keys (+ earlier)"
     run.add(system, Figure("snapshot", title, "s", seconds, LOWER, "Python client (loading)"))
     run.results.detail(system.name, "snapshot", {"keys_loaded": keys, "position": target})

@@ -60,6 +60,18 @@ def log_tails(paths: Sequence[Path], lines: int = 15) -> dict[str, str]:
     return out
 
 
+def now() -> float:
+    """Seconds since boot: the clock /proc gives process start times on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def process_start(pid: int) -> float:
+    """When the process started, in seconds since boot (`now()`), to 1/CLK_TCK (10 ms)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss(pid: int) -> int | None:
     """The process's peak resident set size in bytes (VmHWM), None if it is gone."""
     try:
@@ -89,9 +101,13 @@ class System(Protocol):
 
     async def stop_member(self, member: int) -> None: ...
 
-    async def start_member(self, member: int) -> None: ...
+    async def start_member(self, member: int) -> float:
+        """Start the member again on its data; when its process started (`now()` clock)."""
+        ...
 
-    async def add_member(self) -> tuple[int, float]: ...
+    async def add_member(self) -> tuple[int, float]:
+        """A new member joining with no data: its index, and when its process started."""
+        ...
 
     def peak_rss(self) -> dict[str, int]: ...
 
@@ -183,22 +199,21 @@ class KvCluster:
 
         await wait_until(gone, START_TIMEOUT, f"{name} to stop")
 
-    async def start_member(self, member: int) -> None:
-        """Scale up to include `member` again; returns once its server is listening."""
+    async def start_member(self, member: int) -> float:
+        """Scale up to include `member` again; returns once its process runs."""
         await self._scale(member + 1)
         await self._listening(f"kv-{member}")
+        return process_start(int(self.pods[f"kv-{member}"]["pid"]))
 
     async def add_member(self) -> tuple[int, float]:
         member = len(self.pods)
-        started = time.monotonic()
-        await self.start_member(member)
-        return member, started
+        return member, await self.start_member(member)
 
     async def _listening(self, name: str) -> None:
         async def started() -> bool:
             await self.refresh()
             pod = self.pods.get(name)
-            return pod is not None and pod.get("url") is not None
+            return pod is not None and pod.get("url") is not None and pod.get("pid") is not None
 
         await wait_until(started, START_TIMEOUT, f"{name} to start")
 
@@ -355,11 +370,13 @@ class EtcdCluster:
     async def stop_member(self, member: int) -> None:
         await self._stop(self.members[member])
 
-    async def start_member(self, member: int) -> None:
+    async def start_member(self, member: int) -> float:
         m = self.members[member]
         self._spawn(m, self._initial_cluster(self.members), "existing")
         async with aiohttp.ClientSession() as session:
             await self._wait_listening(session, member)
+        assert m.process is not None
+        return process_start(m.process.pid)
 
     async def _wait_listening(self, session: aiohttp.ClientSession, member: int) -> None:
         async def listening() -> bool:
@@ -377,10 +394,10 @@ class EtcdCluster:
             added = await self._member_add(session, m.peer_url)
             m.member_id = added["member"]["ID"]
             self.members.append(m)
-            started = time.monotonic()
             self._spawn(m, self._initial_cluster(self.members), "existing")
             await self._wait_listening(session, len(self.members) - 1)
-        return len(self.members) - 1, started
+        assert m.process is not None
+        return len(self.members) - 1, process_start(m.process.pid)
 
     async def _member_add(self, session: aiohttp.ClientSession, peer_url: str) -> dict[str, Any]:
         """etcd refuses a member add until every member has been connected for a while (after
