@@ -38,6 +38,9 @@ UPSERT = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, "
     "mod_seq = excluded.mod_seq, hash = excluded.hash"
 )
+INSERT_KV = (
+    "INSERT INTO kv (key, value, version, create_seq, mod_seq, hash) VALUES (?, ?, ?, ?, ?, ?)"
+)
 DELETE_KEY = "DELETE FROM kv WHERE key = ?"
 INSERT_CHANGE = "INSERT INTO changes (seq, op, key, version, value, ts) VALUES (?, ?, ?, ?, ?, ?)"
 UPDATE_META = "UPDATE meta SET epoch = ?, seq = ?, digest = ?, keys = ? WHERE id = 1"

@@ -5,22 +5,22 @@ Wire format (NDJSON, one object a line):
   {"type": "rows", "rows": [[key, value_base64, version, create_seq, mod_seq], ...]}  (many)
   {"type": "end", "keys"}
 
-Producing reads inside one SQLite read transaction, so the copy is the store at exactly `seq`.
-Installing replaces the whole store inside one write transaction on the writer connection: a
-crash at any point before COMMIT leaves the old data whole. The digest is recomputed from the
-rows and must equal the header's, or nothing is installed.
+Producing reads inside one SQLite read transaction, so the copy is the store at exactly `seq`;
+rows come in key order. Installing replaces the whole store inside one write transaction on the
+writer connection: a crash at any point before COMMIT leaves the old data whole. The digest is
+recomputed from the rows and must equal the header's, or nothing is installed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from . import schema
 from .errors import InvalidRequest
@@ -30,6 +30,7 @@ from .storage import State, Store
 ROWS_PER_LINE = 2000
 LINE_BYTES = 4 << 20
 Progress = Callable[[int, int], None]  # (keys installed, keys expected)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,30 +42,70 @@ class Header:
 
 
 async def produce(store: Store) -> AsyncIterator[bytes]:
-    """Yield the snapshot's lines; the read transaction pins one consistent state."""
-    conn = await aiosqlite.connect(store.path, isolation_level=None)
+    """Yield the snapshot's lines; the read transaction pins one consistent state. Rows go in
+    key order, so that the installer appends to its key index instead of splitting pages all
+    over it; each line is read and encoded in one trip to a reader thread of its own."""
+    reader = _Reader(store.path)
     try:
-        await conn.execute("BEGIN")
-        async with conn.execute(schema.READ_META) as cur:
-            epoch, seq, digest, keys = await cur.fetchone()  # type: ignore[misc]
-        yield _line({"type": "header", "epoch": epoch, "seq": seq, "digest": digest, "keys": keys})
-        sql = "SELECT key, value, version, create_seq, mod_seq FROM kv"
-        async with conn.execute(sql) as cur:
-            page: list[list[Any]] = []
-            size = 0
-            while rows := await cur.fetchmany(200):
-                for k, v, ver, cs, ms in rows:
-                    page.append([k, base64.b64encode(v).decode(), ver, cs, ms])
-                    size += len(v) + len(k)
-                if len(page) >= ROWS_PER_LINE or size >= LINE_BYTES:
-                    yield _line({"type": "rows", "rows": page})
-                    page, size = [], 0
-            if page:
-                yield _line({"type": "rows", "rows": page})
-        yield _line({"type": "end", "keys": keys})
-        await conn.execute("COMMIT")
+        header = await reader.call(reader.begin)
+        yield header
+        while line := await reader.call(reader.page):
+            yield line
+        yield await reader.call(reader.end)
     finally:
-        await conn.close()
+        await reader.close()
+
+
+class _Reader:
+    """A read-only connection used from one thread of its own."""
+
+    SQL = "SELECT key, value, version, create_seq, mod_seq FROM kv ORDER BY key"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-snapshot")
+        self.conn: sqlite3.Connection | None = None
+        self.cursor: sqlite3.Cursor | None = None
+        self.keys = 0
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    def begin(self) -> bytes:
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("BEGIN")
+        epoch, seq, digest, self.keys = self.conn.execute(schema.READ_META).fetchone()
+        self.cursor = self.conn.execute(self.SQL)
+        return _line(
+            {"type": "header", "epoch": epoch, "seq": seq, "digest": digest, "keys": self.keys}
+        )
+
+    def page(self) -> bytes | None:
+        """The next line of rows (at most ROWS_PER_LINE rows or about LINE_BYTES), None at the
+        end."""
+        assert self.cursor is not None
+        out: list[list[Any]] = []
+        size = 0
+        while size < LINE_BYTES and (rows := self.cursor.fetchmany(ROWS_PER_LINE - len(out))):
+            for k, v, ver, cs, ms in rows:
+                out.append([k, base64.b64encode(v).decode(), ver, cs, ms])
+                size += len(v) + len(k)
+            if len(out) >= ROWS_PER_LINE:
+                break
+        return _line({"type": "rows", "rows": out}) if out else None
+
+    def end(self) -> bytes:
+        return _line({"type": "end", "keys": self.keys})
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # ends the read transaction
+
+    async def close(self) -> None:
+        try:
+            await self.call(self._close)
+        finally:
+            self.executor.shutdown(wait=False)
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -81,24 +122,38 @@ def parse_header(line: bytes) -> Header:
 async def install(
     store: Store, header: Header, lines: AsyncIterator[bytes], progress: Progress | None = None
 ) -> None:
-    """Replace the store's contents with the snapshot, all or nothing."""
-    await store.run_in_writer(_begin)
-    try:
-        digest, count, ended = 0, 0, False
+    """Replace the store's contents with the snapshot, all or nothing: one transaction on the
+    store's writer connection, its rows inserted on the event loop line by line as they arrive,
+    its COMMIT in the writer thread."""
+    counts = _Counts()
+
+    async def work(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM kv")
+        conn.execute("DELETE FROM changes")
         async for line in lines:
-            kind, d_digest, n = await store.run_in_writer(_insert_line, line)
+            kind, d_digest, n = _insert_line(conn, line)
             if kind == "end":
-                ended = True
+                counts.ended = True
                 break
-            digest, count = (digest + d_digest) % DIGEST_MOD, count + n
+            counts.add(d_digest, n)
             if progress is not None:
-                progress(count, header.keys)
-        _verify(header, ended, count, digest)
-        await store.run_in_writer(_commit, header)
-    except BaseException:
-        await store.run_in_writer(_rollback)
-        raise
-    store.installed(State(header.epoch, header.seq, digest, count, pruned_upto=header.seq))
+                progress(counts.keys, header.keys)
+        _verify(header, counts.ended, counts.keys, counts.digest)
+        conn.execute(schema.UPDATE_META, (header.epoch, header.seq, header.digest, header.keys))
+
+    await store.transaction(work)
+    store.installed(State(header.epoch, header.seq, counts.digest, counts.keys, header.seq))
+
+
+@dataclass
+class _Counts:
+    digest: int = 0
+    keys: int = 0
+    ended: bool = False
+
+    def add(self, digest: int, keys: int) -> None:
+        self.digest = (self.digest + digest) % DIGEST_MOD
+        self.keys += keys
 
 
 def _verify(header: Header, ended: bool, count: int, digest: int) -> None:
@@ -111,14 +166,8 @@ def _verify(header: Header, ended: bool, count: int, digest: int) -> None:
         )
 
 
-def _begin(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("DELETE FROM kv")
-    conn.execute("DELETE FROM changes")
-
-
 def _insert_line(conn: sqlite3.Connection, line: bytes) -> tuple[str, int, int]:
-    """In the writer thread: decode one line and insert its rows; returns (kind, digest, n)."""
+    """Decode one line and insert its rows; returns (kind, digest, n)."""
     msg = json.loads(line)
     kind = msg.get("type")
     if kind != "rows":
@@ -129,15 +178,5 @@ def _insert_line(conn: sqlite3.Connection, line: bytes) -> tuple[str, int, int]:
         h = entry_hash(key, value)
         digest += h
         params.append((key, value, version, create_seq, mod_seq, hash_bytes(h)))
-    conn.executemany(schema.UPSERT, params)
+    conn.executemany(schema.INSERT_KV, params)  # the table was emptied: a repeated key fails
     return kind, digest % DIGEST_MOD, len(params)
-
-
-def _commit(conn: sqlite3.Connection, header: Header) -> None:
-    conn.execute(schema.UPDATE_META, (header.epoch, header.seq, header.digest, header.keys))
-    conn.execute("COMMIT")
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")

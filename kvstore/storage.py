@@ -312,26 +312,31 @@ class Store:
     async def _transact(
         self, work: Callable[[_Txn, T], Awaitable[None]], items: T, epoch: str | None
     ) -> _Txn:
-        """One write transaction: `work` stages it on the loop, the writer thread commits it.
-        One transaction at a time holds the writer connection; once staged, a transaction
-        commits (or rolls back) even if its caller is cancelled meanwhile, before the next one
-        begins."""
+        """One write transaction: `work` stages it on the loop, the writer thread commits it."""
         await self._wlock.acquire()
         try:
             txn = await self._stage(work, items)
         except BaseException:
             self._wlock.release()
             raise
-        commit = asyncio.get_running_loop().create_task(self._commit_then_release(txn, epoch))
-        commit.add_done_callback(_consume)
-        await asyncio.shield(commit)
+        await self._commit_releasing(self._commit_txn, txn, epoch)
         return txn
 
-    async def _commit_then_release(self, txn: _Txn, epoch: str | None) -> None:
-        try:
-            await self._in_writer(self._commit_txn, txn, epoch)
-        finally:
-            self._wlock.release()
+    async def _commit_releasing(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run the COMMIT `fn(*args)` in the writer thread, then release the writer lock. One
+        transaction at a time holds the writer connection (the lock); once staged, a transaction
+        commits (or rolls back) even if its caller is cancelled meanwhile, before the next one
+        begins."""
+
+        async def commit() -> None:
+            try:
+                await self._in_writer(fn, *args)
+            finally:
+                self._wlock.release()
+
+        task = asyncio.get_running_loop().create_task(commit())
+        task.add_done_callback(_consume)
+        await asyncio.shield(task)
 
     async def _stage(self, work: Callable[[_Txn, T], Awaitable[None]], items: T) -> _Txn:
         """Open a write transaction and run `work` in it on the event loop. Statements stay on
@@ -471,10 +476,24 @@ class Store:
         self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
 
     # --- snapshots ---------------------------------------------------------------------------
-    async def run_in_writer(self, fn: Callable[..., T], *args: Any) -> T:
-        """For snapshot install: run `fn(conn, *args)` on the writer connection and thread."""
+    async def transaction(self, work: Callable[[sqlite3.Connection], Awaitable[None]]) -> None:
+        """For a snapshot install: run `work(conn)` on the event loop inside one write
+        transaction on the writer connection, then COMMIT in the writer thread; nothing is kept
+        if `work` raises. The caller adopts the new state (`installed`)."""
         self._check_open()
-        return await self._in_writer(lambda: fn(self._wc, *args))
+        conn = self._wc
+        await self._wlock.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                await work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            self._wlock.release()
+            raise
+        await self._commit_releasing(_commit_or_rollback, conn)
 
     def installed(self, state: State) -> None:
         """Called after a snapshot committed: adopt its state and wake waiters."""
@@ -492,6 +511,15 @@ def _result(change: Change, cur: Current) -> dict[str, Any]:
         "seq": change.seq,
         "created": cur is None,
     }
+
+
+def _commit_or_rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _consume(task: asyncio.Task[None]) -> None:
