@@ -105,6 +105,7 @@ class Store:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
         self._wlock = asyncio.Lock()  # one write transaction at a time on the writer connection
+        self._hold_reads = True  # point reads may share a read transaction (no write under way)
         self._closing = False
         self._closed = False
 
@@ -204,10 +205,15 @@ class Store:
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, key: str) -> Item | None:
-        """A point read on the loop thread (no thread hop)."""
+        """A point read on the loop thread (no thread hop). Between write transactions, reads
+        share one read transaction, which a commit ends: beginning and ending one per read
+        (file locks, WAL index) cost as much as the read."""
         self._check_open()
-        assert self._rconn is not None
-        row = self._rconn.execute(schema.GET, (key,)).fetchone()
+        conn = self._rconn
+        assert conn is not None
+        if self._hold_reads and not conn.in_transaction:
+            conn.execute("BEGIN")
+        row = conn.execute(schema.GET, (key,)).fetchone()
         if row is None:
             return None
         return Item(key, row[0], row[1], row[2], row[3], len(row[0]))
@@ -314,13 +320,27 @@ class Store:
     ) -> _Txn:
         """One write transaction: `work` stages it on the loop, the writer thread commits it."""
         await self._wlock.acquire()
+        self._release_reads()
         try:
             txn = await self._stage(work, items)
         except BaseException:
-            self._wlock.release()
+            self._unlock()
             raise
         await self._commit_releasing(self._commit_txn, txn, epoch)
         return txn
+
+    def _release_reads(self) -> None:
+        """Before a write transaction: end the shared read transaction, and start none until it
+        has committed. Its COMMIT may then checkpoint the whole WAL (no reader pins a part of
+        it), and the read after it sees it."""
+        self._hold_reads = False
+        if self._rconn is not None and self._rconn.in_transaction:
+            self._rconn.execute("COMMIT")
+
+    def _unlock(self) -> None:
+        """After a write transaction (committed or not): the next read starts afresh."""
+        self._hold_reads = True
+        self._wlock.release()
 
     async def _commit_releasing(self, fn: Callable[..., None], *args: Any) -> None:
         """Run the COMMIT `fn(*args)` in the writer thread, then release the writer lock. One
@@ -332,7 +352,7 @@ class Store:
             try:
                 await self._in_writer(fn, *args)
             finally:
-                self._wlock.release()
+                self._unlock()
 
         task = asyncio.get_running_loop().create_task(commit())
         task.add_done_callback(_consume)
@@ -483,6 +503,7 @@ class Store:
         self._check_open()
         conn = self._wc
         await self._wlock.acquire()
+        self._release_reads()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -491,7 +512,7 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
         except BaseException:
-            self._wlock.release()
+            self._unlock()
             raise
         await self._commit_releasing(_commit_or_rollback, conn)
 

@@ -5,6 +5,7 @@ cancelled once it is staged still commits before the next one begins; seqs stay 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -84,3 +85,24 @@ async def test_a_cancelled_apply_still_commits_before_the_next(
     assert store.state.seq == 3
     assert [store.get(k) is not None for k in "abc"] == [True, True, True]
     assert store.state.keys == 3
+
+
+async def test_reads_share_a_transaction_yet_see_every_commit(store: Store) -> None:
+    await store.write(put("a", b"1"))
+    item = store.get("a")  # begins the shared read transaction
+    assert item is not None and item.value == b"1"
+    await store.write(put("a", b"2"))
+    item = store.get("a")
+    assert item is not None and item.value == b"2"
+    await store.apply([change(3, "b")], "e1")
+    assert store.get("b") is not None
+
+
+async def test_shared_reads_do_not_pin_the_wal(store: Store) -> None:
+    """Each write ends the readers' transaction first, so the checkpoints in its COMMIT can
+    copy the whole WAL back and the WAL restarts from its beginning instead of growing."""
+    for i in range(3000):
+        await store.write(put(f"k{i % 50}", b"x" * 100))
+        store.get("k0")
+    wal = await asyncio.to_thread(os.path.getsize, store.path + "-wal")
+    assert wal < 8 << 20, f"the WAL grew to {wal} bytes"
