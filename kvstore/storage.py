@@ -348,15 +348,15 @@ class Store:
         commits (or rolls back) even if its caller is cancelled meanwhile, before the next one
         begins."""
 
-        async def commit() -> None:
-            try:
-                await self._in_writer(fn, *args)
-            finally:
-                self._unlock()
+        def done(fut: asyncio.Future[None]) -> None:
+            self._unlock()
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the caller, if still there, gets it too
 
-        task = asyncio.get_running_loop().create_task(commit())
-        task.add_done_callback(_consume)
-        await asyncio.shield(task)
+        # Submitted at once (no task to wait for the next loop turn), shielded from the caller.
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        fut.add_done_callback(done)
+        await asyncio.shield(fut)
 
     async def _stage(self, work: Callable[[_Txn, T], Awaitable[None]], items: T) -> _Txn:
         """Open a write transaction and run `work` in it on the event loop. Statements stay on
@@ -541,13 +541,6 @@ def _commit_or_rollback(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-
-
-def _consume(task: asyncio.Task[None]) -> None:
-    """Retrieve a commit's outcome, so that one whose caller went away is not reported as never
-    retrieved (its caller's cancellation, or the batch's futures, carry it)."""
-    if not task.cancelled():
-        task.exception()
 
 
 class _Budget:
