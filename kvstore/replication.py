@@ -18,7 +18,7 @@ that lost its volume takes a snapshot from a follower):
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import json
 import logging
 import time
@@ -54,8 +54,9 @@ def encode_changes(changes: list[Change], seq: int, max_bytes: int = 4 << 20) ->
     lines: list[bytes] = []
     rows: list[list[Any]] = []
     size = 0
+    b2a = binascii.b2a_base64
     for c in changes:
-        value = None if c.value is None else base64.b64encode(c.value).decode()
+        value = None if c.value is None else b2a(c.value, newline=False).decode()
         rows.append([c.seq, c.op, c.key, c.version, value, c.ts])
         size += len(value or "") + len(c.key)
         if size >= max_bytes:
@@ -71,8 +72,11 @@ def _changes_line(rows: list[list[Any]], seq: int) -> bytes:
 
 
 def decode_changes(msg: dict[str, Any]) -> list[Change]:
+    # binascii and tuple.__new__ directly: half the cost of base64.b64decode and Change(...),
+    # which matters for a follower catching up on 100,000 changes.
+    a2b, new = binascii.a2b_base64, tuple.__new__
     return [
-        Change(seq, op, key, version, None if v is None else base64.b64decode(v), ts)
+        new(Change, (seq, op, key, version, None if v is None else a2b(v), ts))
         for seq, op, key, version, v, ts in msg["c"]
     ]
 
