@@ -18,19 +18,11 @@ from kvstore import config
 from kvstore.api import NODE
 from kvstore.discovery import Discovery
 from kvstore.follower import Follower
-from kvstore.local.dns import DNSServer, RecordTable
+from kvstore.local.dns import DNSServer
 from kvstore.model import PUT, Change
 from kvstore.node import Node
 from kvstore.storage import Store
 from tests.test_api import make_client
-
-
-@pytest.fixture
-async def dns() -> AsyncIterator[DNSServer]:
-    server = DNSServer(RecordTable(port=8080))
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSServer) -> None:

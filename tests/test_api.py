@@ -14,15 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from kvstore import config
 from kvstore.app import create_app
-from kvstore.local.dns import DNSServer, RecordTable
-
-
-@pytest.fixture
-async def dns() -> AsyncIterator[DNSServer]:
-    server = DNSServer(RecordTable(port=8080))
-    await server.start()
-    yield server
-    await server.stop()
+from kvstore.local.dns import DNSServer
 
 
 async def make_client(tmp_path: Path, dns: DNSServer, **env: str) -> TestClient[Any, Any]:

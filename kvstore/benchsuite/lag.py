@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import multiprocessing
-import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
 
-from .load import b64, key, value_of
+from .load import b64, in_process, key, value_of
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 MAX_IN_FLIGHT = 64
@@ -55,35 +52,9 @@ class LagResult:
 
 def run_lag(spec: LagSpec) -> LagResult:
     """Measure in a spawned process of its own; this one only waits for the result."""
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_main, args=(spec, send), daemon=True)
-    proc.start()
-    send.close()
-    try:
-        if not recv.poll(spec.duration + GRACE + 120):
-            raise RuntimeError("the lag process did not report in time")
-        result = recv.recv()
-    except EOFError:
-        raise RuntimeError("the lag process ended without a result") from None
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join()
-    if isinstance(result, str):
-        raise RuntimeError(f"the lag process failed: {result}")
+    result = in_process(measure, spec, spec.duration + GRACE + 120, "the lag process")
     assert isinstance(result, LagResult)
     return result
-
-
-def _main(spec: LagSpec, conn: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        result: LagResult | str = asyncio.run(measure(spec))
-    except Exception as exc:  # reported by the parent
-        result = f"{type(exc).__name__}: {exc}"
-    conn.send(result)
-    conn.close()
 
 
 class _Seen:

@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -296,33 +296,49 @@ def parse_wrk(stdout: str, stderr: str = "", returncode: int = 0) -> LoadResult:
 # --- the Python load process --------------------------------------------------------------------
 def run_python(load: Load) -> LoadResult:
     """The same load from one spawned Python process (aiohttp), apart from this one."""
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_python_main, args=(load, send), daemon=True)
-    proc.start()
-    send.close()
-    try:
-        if not recv.poll(load.duration + 120):
-            raise RuntimeError("the Python load process did not report in time")
-        result = recv.recv()
-    except EOFError:
-        raise RuntimeError("the Python load process ended without a result") from None
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join()
-    if isinstance(result, str):
-        raise RuntimeError(f"the Python load process failed: {result}")
+    result = in_process(_python_load, load, load.duration + 120, "the Python load process")
     assert isinstance(result, LoadResult)
     return result
 
 
-def _python_main(load: Load, conn: Connection) -> None:
+def in_process(
+    work: Callable[[Any], Coroutine[Any, Any, object]], arg: object, timeout: float, what: str
+) -> object:
+    """Run `asyncio.run(work(arg))` in a spawned process (off this process's cores' GIL) and
+    return its result; RuntimeError naming `what` if it fails or does not report in time."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(work, arg, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout):
+            raise RuntimeError(f"{what} did not report in time")
+        result = recv.recv()
+    except EOFError:
+        raise RuntimeError(f"{what} ended without a result") from None
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
+    if isinstance(result, _Failed):
+        raise RuntimeError(f"{what} failed: {result.reason}")
+    return result
+
+
+@dataclass(frozen=True)
+class _Failed:
+    reason: str
+
+
+def _child(
+    work: Callable[[Any], Coroutine[Any, Any, object]], arg: object, conn: Connection
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        result: LoadResult | str = asyncio.run(_python_load(load))
+        result: object = asyncio.run(work(arg))
     except Exception as exc:  # reported by the parent
-        result = f"{type(exc).__name__}: {exc}"
+        result = _Failed(f"{type(exc).__name__}: {exc}")
     conn.send(result)
     conn.close()
 
