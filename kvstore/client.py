@@ -25,8 +25,8 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from . import errors
-from .ndjson import iter_lines
+from kvstore import errors
+from kvstore.wire import iter_lines
 
 DEFAULT_TIMEOUT = 30.0
 # Streams (watch) stay open for as long as the caller reads: no total or read deadline.

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .errors import InvalidKey, TooLarge
+from kvstore.errors import InvalidKey, TooLarge
 
 PUT = "put"
 DELETE = "delete"

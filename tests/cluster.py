@@ -293,7 +293,7 @@ class LocalCluster:
     def kvstore(
         self, *args: str, check: bool = True, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return self.run([sys.executable, "-m", "kvstore.cli", *args], check, env)
+        return self.run([sys.executable, "-m", "kvstore", *args], check, env)
 
     def up(self) -> None:
         replicas, port = str(self.replicas), str(self.port)

@@ -15,13 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from kvstore import config
-from kvstore.api import NODE
-from kvstore.discovery import Discovery
-from kvstore.follower import Follower
+from kvstore.cluster.discovery import Discovery
+from kvstore.cluster.follower import Follower
+from kvstore.cluster.node import Node
 from kvstore.local.dns import DNSServer
 from kvstore.model import PUT, Change
-from kvstore.node import Node
-from kvstore.storage import Store
+from kvstore.server.api import NODE
+from kvstore.store.store import Store
 from tests.test_api import make_client
 
 

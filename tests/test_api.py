@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from kvstore import config
-from kvstore.app import create_app
 from kvstore.local.dns import DNSServer
+from kvstore.server.app import create_app
 
 
 async def make_client(tmp_path: Path, dns: DNSServer, **env: str) -> TestClient[Any, Any]:

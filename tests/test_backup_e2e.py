@@ -18,7 +18,7 @@ async def _backup(url: str, out: Path) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kvstore.cli",
+        "kvstore",
         "backup",
         "--url",
         url,

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvstore import cli
-from kvstore.bench import (
+from kvstore.bench.bench import (
     Latency,
     Report,
     UsageError,
@@ -21,6 +20,7 @@ from kvstore.bench import (
     options_from,
     percentile,
 )
+from kvstore.cli import exits
 from tests.test_client import Server, running_server
 
 
@@ -98,7 +98,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def bench(*argv: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "kvstore.cli", "bench", *argv]
+    cmd = [sys.executable, "-m", "kvstore", "bench", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -136,10 +136,10 @@ def test_lag_bench_report(server: Server) -> None:
 
 def test_unreachable_target_is_one_line(server: Server) -> None:
     done = bench("--url", "http://127.0.0.1:9", "--requests", "1")
-    assert done.returncode == cli.EXIT_FAILED
+    assert done.returncode == exits.EXIT_FAILED
     assert done.stderr == "kvstore bench: cannot reach http://127.0.0.1:9: connection refused\n"
 
 
 def test_bad_options_exit_2() -> None:
     done = bench("--concurrency", "0", "--requests", "1")
-    assert done.returncode == cli.EXIT_USAGE and "--concurrency" in done.stderr
+    assert done.returncode == exits.EXIT_USAGE and "--concurrency" in done.stderr

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from kvstore.benchsuite import cli as suite_cli
-from kvstore.benchsuite import load as ld
-from kvstore.benchsuite.options import SCENARIOS
-from kvstore.benchsuite.report import HIGHER, LOWER, Figure, Results, render
-from kvstore.benchsuite.suite import parse_levels, parse_only
+from kvstore.bench import cli as suite_cli
+from kvstore.bench import load as ld
+from kvstore.bench.options import SCENARIOS
+from kvstore.bench.report import HIGHER, LOWER, Figure, Results, render
+from kvstore.bench.suite import parse_levels, parse_only
 from tests.test_client import Server, running_server
 
 HAVE_WRK = shutil.which("wrk") is not None
@@ -178,7 +178,7 @@ def test_python_load_puts_then_gets(server: Server) -> None:
 
 # --- the whole suite, tiny ---------------------------------------------------------------------
 def suite(*argv: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "kvstore.cli", "bench", "--suite", "--json", *TINY, *argv]
+    cmd = [sys.executable, "-m", "kvstore", "bench", "--suite", "--json", *TINY, *argv]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     doc: dict[str, Any] = json.loads(done.stdout)

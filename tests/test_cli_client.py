@@ -16,21 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import cli
-from kvstore.cli_client import (
-    DEFAULT_URL,
-    UsageError,
+from kvstore.cli import exits
+from kvstore.cli import main as cli
+from kvstore.cli.connection import DEFAULT_URL, resolve_url
+from kvstore.cli.exits import UsageError
+from kvstore.cli.kv import (
     exit_code,
     format_event,
     format_items,
     format_status,
-    format_table,
     format_txn_result,
-    human_size,
     parse_txn,
     preview,
-    resolve_url,
 )
+from kvstore.cli.tables import format_table, human_size
 from kvstore.client import (
     ConnectionFailed,
     Event,
@@ -47,7 +46,7 @@ from kvstore.client import (
 from tests.test_client import Server, free_port, running_server
 
 Capture = pytest.CaptureFixture[bytes]
-KVSTORE = [sys.executable, "-m", "kvstore.cli"]
+KVSTORE = [sys.executable, "-m", "kvstore"]
 
 
 # --- pure parts --------------------------------------------------------------------------------
@@ -172,13 +171,13 @@ def test_parse_txn_rejects_with_a_reason(text: str, reason: str) -> None:
 
 
 def test_exit_codes_follow_the_documented_table() -> None:
-    assert exit_code(KeyNotFound(404, "not_found", "x")) == cli.EXIT_NOT_FOUND
-    assert exit_code(PreconditionFailed(412, "precondition_failed", "x")) == cli.EXIT_CONDITION
-    assert exit_code(WaitTimeout(504, "timeout", "x")) == cli.EXIT_CONDITION
-    assert exit_code(InvalidKey(400, "invalid_key", "x")) == cli.EXIT_USAGE
-    assert exit_code(TooLarge(413, "too_large", "x")) == cli.EXIT_USAGE
-    assert exit_code(Unavailable(503, "not_ready", "x")) == cli.EXIT_FAILED
-    assert exit_code(ConnectionFailed("x")) == cli.EXIT_FAILED
+    assert exit_code(KeyNotFound(404, "not_found", "x")) == exits.EXIT_NOT_FOUND
+    assert exit_code(PreconditionFailed(412, "precondition_failed", "x")) == exits.EXIT_CONDITION
+    assert exit_code(WaitTimeout(504, "timeout", "x")) == exits.EXIT_CONDITION
+    assert exit_code(InvalidKey(400, "invalid_key", "x")) == exits.EXIT_USAGE
+    assert exit_code(TooLarge(413, "too_large", "x")) == exits.EXIT_USAGE
+    assert exit_code(Unavailable(503, "not_ready", "x")) == exits.EXIT_FAILED
+    assert exit_code(ConnectionFailed("x")) == exits.EXIT_FAILED
 
 
 # --- against the real server -------------------------------------------------------------------
@@ -235,19 +234,19 @@ def test_delete_then_get_is_not_found(capfdbinary: Capture, server: Server) -> N
     code, out, _ = kv(capfdbinary, server, "delete", "gone")
     assert code == 0 and out.startswith(b"gone: deleted, seq ")
     code, out, err = kv(capfdbinary, server, "get", "gone")
-    assert (code, out) == (cli.EXIT_NOT_FOUND, b"")
+    assert (code, out) == (exits.EXIT_NOT_FOUND, b"")
     assert err.startswith("kvstore get: ") and "404 not_found" in err and err.count("\n") == 1
-    assert kv(capfdbinary, server, "delete", "gone")[0] == cli.EXIT_NOT_FOUND
+    assert kv(capfdbinary, server, "delete", "gone")[0] == exits.EXIT_NOT_FOUND
 
 
 def test_conditions_exit_4(capfdbinary: Capture, server: Server) -> None:
     assert kv(capfdbinary, server, "put", "cond", "v1", "--if-none-match")[0] == 0
     code, _, err = kv(capfdbinary, server, "put", "cond", "v2", "--if-none-match")
-    assert code == cli.EXIT_CONDITION and "412 precondition_failed" in err
+    assert code == exits.EXIT_CONDITION and "412 precondition_failed" in err
     code, _, err = kv(capfdbinary, server, "put", "cond", "v2", "--if-match", "7")
-    assert code == cli.EXIT_CONDITION and "412" in err
+    assert code == exits.EXIT_CONDITION and "412" in err
     assert kv(capfdbinary, server, "put", "cond", "v2", "--if-match", "1")[0] == 0
-    assert kv(capfdbinary, server, "delete", "cond", "--if-match", "1")[0] == cli.EXIT_CONDITION
+    assert kv(capfdbinary, server, "delete", "cond", "--if-match", "1")[0] == exits.EXIT_CONDITION
     assert kv(capfdbinary, server, "get", "cond")[1] == b"v2"
 
 
@@ -255,10 +254,10 @@ def test_bad_key_and_large_value_exit_2(
     capfdbinary: Capture, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, _, err = kv(capfdbinary, server, "put", "bad\x01key", "x")
-    assert code == cli.EXIT_USAGE and "400 invalid_key" in err
+    assert code == exits.EXIT_USAGE and "400 invalid_key" in err
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x" * (2 * 1024 * 1024))))
     code, _, err = kv(capfdbinary, server, "put", "big", "-")
-    assert code == cli.EXIT_USAGE and "413 too_large" in err
+    assert code == exits.EXIT_USAGE and "413 too_large" in err
 
 
 def test_txn_from_stdin(
@@ -275,15 +274,15 @@ def test_txn_from_stdin(
     bad = {"ops": [{"op": "put", "key": "tx/b", "value": "B"}, {"op": "put", "key": "tx/a",
            "value": "A2", "if_version": 5}]}  # fmt: skip
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(bad)))
-    assert kv(capfdbinary, server, "txn", "-")[0] == cli.EXIT_CONDITION
-    assert kv(capfdbinary, server, "get", "tx/b")[0] == cli.EXIT_NOT_FOUND
+    assert kv(capfdbinary, server, "txn", "-")[0] == exits.EXIT_CONDITION
+    assert kv(capfdbinary, server, "get", "tx/b")[0] == exits.EXIT_NOT_FOUND
 
 
 def test_txn_file_problems_exit_2(capfdbinary: Capture, server: Server, tmp_path: Path) -> None:
     code, _, err = kv(capfdbinary, server, "txn", str(tmp_path / "missing.json"))
-    assert code == cli.EXIT_USAGE and "cannot read" in err
+    assert code == exits.EXIT_USAGE and "cannot read" in err
     (tmp_path / "ops.json").write_text('[{"op": "put", "key": "a"}]')
-    assert kv(capfdbinary, server, "txn", str(tmp_path / "ops.json"))[0] == cli.EXIT_USAGE
+    assert kv(capfdbinary, server, "txn", str(tmp_path / "ops.json"))[0] == exits.EXIT_USAGE
 
 
 def test_status_table_and_json(capfdbinary: Capture, server: Server) -> None:
@@ -340,9 +339,9 @@ def test_the_real_command_exit_codes_and_no_traceback(server: Server, tmp_path: 
     got = run("get", "real")
     assert (got.returncode, got.stdout) == (0, b"1")
     missing = run("get", "no-such-key")
-    assert missing.returncode == cli.EXIT_NOT_FOUND and b"Traceback" not in missing.stderr
+    assert missing.returncode == exits.EXIT_NOT_FOUND and b"Traceback" not in missing.stderr
     nobody = f"http://127.0.0.1:{free_port()}"
     down = run("get", "a", "--url", nobody)
-    assert down.returncode == cli.EXIT_FAILED
+    assert down.returncode == exits.EXIT_FAILED
     assert down.stderr.decode() == f"kvstore get: cannot reach {nobody}: connection refused\n"
-    assert run("put", "a", "1", "--if-match", "x").returncode == cli.EXIT_USAGE
+    assert run("put", "a", "1", "--if-match", "x").returncode == exits.EXIT_USAGE

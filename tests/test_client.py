@@ -65,7 +65,7 @@ def running_server(root: Path, env: Mapping[str, str] | None = None) -> Iterator
     root.mkdir(parents=True, exist_ok=True)
     port, log = free_port(), root / "server.log"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
-    cmd = [sys.executable, "-m", "kvstore.cli", "serve", "--pod-name", "kv-0"]
+    cmd = [sys.executable, "-m", "kvstore", "serve", "--pod-name", "kv-0"]
     cmd += ["--data-dir", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(

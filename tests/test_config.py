@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import cli, config
+from kvstore import config
+from kvstore.cli import exits
+from kvstore.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,13 +58,13 @@ def test_pod_name_without_ordinal_stops_startup() -> None:
 def test_serve_with_a_bad_value_exits_2_with_one_line() -> None:
     env = {"KV_PORT": "abc", "KV_POD_NAME": "kv-0", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "kvstore.cli", "serve"],
+        [sys.executable, "-m", "kvstore", "serve"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == cli.EXIT_USAGE
+    assert proc.returncode == exits.EXIT_USAGE
     assert proc.stderr.strip() == "kvstore serve: KV_PORT='abc': expected a whole number"
 
 
@@ -84,4 +86,4 @@ def test_readme_settings_table_is_the_code_table() -> None:
 def test_global_url_before_the_command(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     code = cli.main(["--url", "http://127.0.0.1:1", "get", "a"])
     err = capfdbinary.readouterr().err.decode()
-    assert code == cli.EXIT_FAILED and "http://127.0.0.1:1" in err
+    assert code == exits.EXIT_FAILED and "http://127.0.0.1:1" in err

@@ -27,9 +27,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvstore import __version__, config
-from kvstore.app import create_app
 from kvstore.local.dns import BackgroundDNSServer, RecordTable
 from kvstore.local.pod import free_port, loopback_addresses
+from kvstore.server.app import create_app
 from tests.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvstore.errors import TooLarge
-from kvstore.ndjson import iter_lines
+from kvstore.wire import iter_lines
 
 
 class _Chunks:

@@ -65,7 +65,7 @@ class Local:
         """Run `kvstore ARGS` in the cluster's directory; its stdout, or fail with the logs."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "kvstore.cli", *args),
+            *(sys.executable, "-m", "kvstore", *args),
             cwd=self.cwd,
             env=env,
             stdout=asyncio.subprocess.PIPE,

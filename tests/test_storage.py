@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import snapshot
 from kvstore.errors import Compacted, Diverged, EpochMismatch, KeyNotFound, PreconditionFailed
-from kvstore.feed import follow
 from kvstore.model import DELETE, PUT, Op, WriteRequest
-from kvstore.storage import Store
+from kvstore.store import snapshot
+from kvstore.store.feed import follow
+from kvstore.store.store import Store
 
 
 async def open_store(path: Path, **kwargs: object) -> Store:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kvstore.web import ASSETS
+from kvstore.server.page import ASSETS
 from tests.cluster import Cluster
 from tests.test_metrics import running_pair
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kvstore.model import PUT, Change, Op, WriteRequest
-from kvstore.storage import Store
+from kvstore.store.store import Store
 
 
 @pytest.fixture

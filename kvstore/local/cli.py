@@ -15,19 +15,25 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from . import rollout
-from .control import ControlClient, NoCluster, serve_control
-from .pod import CONTROLLED
-from .revisions import (
+from kvstore.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from kvstore.local import rollout
+from kvstore.local.control import ControlClient, NoCluster, serve_control
+from kvstore.local.pod import CONTROLLED
+from kvstore.local.revisions import (
     POD_MANAGEMENT_POLICIES,
     RETENTION_POLICIES,
     UPDATE_STRATEGIES,
     Policies,
 )
-from .state import DEFAULT_DIR, Layout, SupervisorLock, process_alive, read_cluster_file
-from .status import pod_statuses, summary, table
-from .supervisor import PodError, Supervisor
+from kvstore.local.state import (
+    DEFAULT_DIR,
+    Layout,
+    SupervisorLock,
+    process_alive,
+    read_cluster_file,
+)
+from kvstore.local.status import pod_statuses, summary, table
+from kvstore.local.supervisor import PodError, Supervisor
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 POLL = 0.2
@@ -159,7 +165,7 @@ def _detach(args: argparse.Namespace, root: Path) -> int:
     """Start the supervisor in the background (its output in supervisor.log), wait for every
     pod to be ready, and return."""
     layout = Layout(root)
-    argv = [sys.executable, "-m", "kvstore.cli", "local", "up", "--dir", str(root)]
+    argv = [sys.executable, "-m", "kvstore", "local", "up", "--dir", str(root)]
     for flag, name in SPEC_OPTIONS:
         argv += [flag, str(getattr(args, name))]
     for item in args.env:

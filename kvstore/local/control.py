@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .state import read_cluster_file
-from .supervisor import PodError, Supervisor
+from kvstore.local.state import read_cluster_file
+from kvstore.local.supervisor import PodError, Supervisor
 
 TOKEN_HEADER = "X-KV-Local-Token"
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

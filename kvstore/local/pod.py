@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .state import pod_name
+from kvstore.local.state import pod_name
 
 # Settings the supervisor decides for each pod; anything else KV_* in its environment passes on.
 CONTROLLED = ("KV_POD_NAME", "KV_HOST", "KV_PORT", "KV_DATA_DIR", "KV_DNS_SERVER", "KV_REVISION")
@@ -60,7 +60,7 @@ class PodSpec:
 
 def serve_command() -> list[str]:
     """The command line of one pod's server."""
-    return [sys.executable, "-m", "kvstore.cli", "serve"]
+    return [sys.executable, "-m", "kvstore", "serve"]
 
 
 def free_port() -> int:

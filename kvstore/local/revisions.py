@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import BY_ENV
-from .state import SET_NAME
+from kvstore.config import BY_ENV
+from kvstore.local.state import SET_NAME
 
 ORDERED_READY, PARALLEL = "OrderedReady", "Parallel"
 RETAIN, DELETE = "Retain", "Delete"

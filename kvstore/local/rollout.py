@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .control import ControlClient
+from kvstore.local.control import ControlClient
 
 POLL = 0.2
 

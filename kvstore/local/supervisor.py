@@ -27,10 +27,10 @@ from typing import Any
 
 import aiohttp
 
-from .dns import DNSServer, RecordTable
-from .pod import CONTROLLED, Pod, PodProcess, PodSpec, loopback_addresses
-from .revisions import DELETE, Policies, Revisions, Template
-from .state import EventLog, Layout, pod_name, write_json_atomic
+from kvstore.local.dns import DNSServer, RecordTable
+from kvstore.local.pod import CONTROLLED, Pod, PodProcess, PodSpec, loopback_addresses
+from kvstore.local.revisions import DELETE, Policies, Revisions, Template
+from kvstore.local.state import EventLog, Layout, pod_name, write_json_atomic
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0

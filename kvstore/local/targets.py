@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .control import ControlClient, NoCluster
-from .supervisor import PodError
+from kvstore.local.control import ControlClient, NoCluster
+from kvstore.local.supervisor import PodError
 
 KUBECTL_TIMEOUT = 30.0
 DEFAULT_SELECTOR = "app.kubernetes.io/name=kvstore,app.kubernetes.io/instance=kv"

@@ -50,10 +50,10 @@ def rendered(target_dirs: dict[str, Path]) -> dict[str, list[Obj]]:
 
 @pytest.fixture
 async def app_get_paths(tmp_path: Path) -> set[str]:
-    """The paths the app answers GET on, from the router of `kvstore.app.create_app`."""
-    if importlib.util.find_spec("kvstore.app") is None:
-        pytest.skip("kvstore.app does not exist yet")
-    create_app = importlib.import_module("kvstore.app").create_app
+    """The paths the app answers GET on, from the router of `kvstore.server.app.create_app`."""
+    if importlib.util.find_spec("kvstore.server.app") is None:
+        pytest.skip("kvstore.server.app does not exist yet")
+    create_app = importlib.import_module("kvstore.server.app").create_app
     settings = config.load(env={"KV_POD_NAME": "kv-0", "KV_DATA_DIR": str(tmp_path)})
     app: web.Application = create_app(settings)
     return {

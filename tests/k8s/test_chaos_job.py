@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kvstore import cli
+from kvstore.cli import main as cli
 
 from .objects import Obj, containers, env_values, one, pod_spec
 
@@ -43,8 +43,8 @@ def test_job_may_delete_pods_and_nothing_more(rendered: dict[str, list[Obj]]) ->
 
 
 def test_job_arguments_parse_and_find_the_set(rendered: dict[str, list[Obj]]) -> None:
-    if importlib.util.find_spec("kvstore.chaos") is None:
-        pytest.skip("kvstore.chaos does not exist yet")
+    if importlib.util.find_spec("kvstore.local.chaos") is None:
+        pytest.skip("kvstore.local.chaos does not exist yet")
     objs = rendered["kind+auth"]
     chaos = containers(one(objs, "Job", "kv-chaos"))[-1]
     env = env_values(chaos)

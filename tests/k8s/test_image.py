@@ -104,7 +104,7 @@ def test_image_is_locked_down(podman: Podman, image: str) -> None:
     assert (config["Entrypoint"], config["Cmd"]) == (["kvstore"], ["serve"])
     assert "8080/tcp" in config["ExposedPorts"] and "/data" in config["Volumes"]
     probe = (
-        "import os, shutil, json, kvstore.app\n"
+        "import os, shutil, json, kvstore.server.app\n"
         "try:\n open('/opt/kvstore/x', 'w')\n writable = True\n"
         "except OSError:\n writable = False\n"
         "print(json.dumps({'uid': os.getuid(), 'root_writable': writable,"

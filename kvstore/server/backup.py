@@ -1,0 +1,45 @@
+"""`GET /v1/backup` (any pod): a consistent SQLite copy of this pod's store, a complete kvstore
+database (data, change log, epoch, seq and digest), streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+from aiohttp import web
+
+from kvstore.errors import NotReady
+from kvstore.server import httputil as h
+from kvstore.store.backup import copy_database
+
+
+async def backup_handler(request: web.Request) -> web.StreamResponse:
+    from kvstore.server.api import NODE
+
+    node = request.app[NODE]
+    h.check_token(request, node.settings.auth_token, "the client API")
+    if node.store.state.epoch is None:
+        raise NotReady("this pod has no data to back up yet", retry_after=1)
+    fd, path = tempfile.mkstemp(prefix="kvstore-backup-", suffix=".db")
+    os.close(fd)
+    try:
+        size = await asyncio.to_thread(copy_database, node.store.path, path)
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.sqlite3",
+                "Content-Length": str(size),
+                "Content-Disposition": f'attachment; filename="{node.settings.pod_name}.db"',
+            }
+        )
+        await resp.prepare(request)
+        with open(path, "rb") as f:  # noqa: ASYNC230 - local temp file, read in 1 MiB chunks
+            while chunk := f.read(1 << 20):
+                await resp.write(chunk)
+        return resp
+    finally:
+        os.unlink(path)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/backup", backup_handler)

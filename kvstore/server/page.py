@@ -1,0 +1,172 @@
+"""The page at `/`, served by every pod, and the view of the set behind it.
+
+- `GET /` and `GET /web/{file}`: the page, plain HTML, CSS and JavaScript from `kvstore/server/web/`
+  (no build step, nothing loaded from elsewhere; its Content-Security-Policy says so).
+- `GET /v1/cluster`: the set as this pod sees it: the peers DNS lists (SRV records, else A
+  records), each asked for its `/v1/status` at once with a short timeout. A pod that does not
+  answer is listed with `"reachable": false` and why. The answer carries
+  `Access-Control-Allow-Origin: *`, so that a page whose own pod went away can keep asking the
+  others (it is read-only, and needs the client token like `/v1/status` when one is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from importlib import resources
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from kvstore.cluster.discovery import Peer
+from kvstore.cluster.node import Node, PeerAnswered
+from kvstore.errors import Unauthorized
+from kvstore.server import httputil as h
+from kvstore.server.health import status_doc
+
+PEER_TIMEOUT = 1.5  # seconds for one peer's /v1/status: the page asks every second
+ASSETS = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "chart.js": "text/javascript",
+    "revisions.js": "text/javascript",
+    "timeline.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src *; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+}
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET",
+    "Access-Control-Allow-Headers": "Authorization",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def _node(request: web.Request) -> Node:
+    from kvstore.server.api import NODE
+
+    return request.app[NODE]
+
+
+def _asset(name: str) -> web.Response:
+    body = resources.files("kvstore.server").joinpath("web", name).read_bytes()
+    return web.Response(body=body, content_type=ASSETS[name], charset="utf-8", headers=PAGE_HEADERS)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return _asset("index.html")
+
+
+async def asset(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound()
+    return _asset(name)
+
+
+def _ordinal(name: str) -> int | None:
+    _, _, tail = name.rpartition("-")
+    return int(tail) if tail.isdigit() else None
+
+
+async def _ask(node: Node, peer: Peer) -> dict[str, Any]:
+    """One peer's entry: its `/v1/status`, or why it could not be had."""
+    entry: dict[str, Any] = {"name": peer.name, "url": peer.url, "listed": True}
+    if peer.name == node.settings.pod_name:
+        return entry | _reachable(status_doc(node), 0.0) | {"self": True}
+    started = time.monotonic()
+    try:
+        doc = await node.peer_status(peer.url, PEER_TIMEOUT)
+    except PeerAnswered as exc:
+        return entry | _unreachable(str(exc))
+    except TimeoutError:
+        return entry | _unreachable(f"no answer within {PEER_TIMEOUT:g}s")
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return entry | _unreachable(_reason(exc))
+    return entry | _reachable(doc, time.monotonic() - started)
+
+
+def _reachable(doc: dict[str, Any], seconds: float) -> dict[str, Any]:
+    started_at = time.time() - float(doc.get("uptime_seconds", 0.0))
+    return {
+        "name": str(doc.get("pod")),
+        "reachable": True,
+        "ms": round(seconds * 1000, 1),
+        "started_at": round(started_at, 3),
+        "status": doc,
+    }
+
+
+def _unreachable(reason: str) -> dict[str, Any]:
+    return {"reachable": False, "error": reason}
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        return f"cannot connect ({os.strerror(error.errno) if error.errno else error})"
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple[bool, int, str]:
+    ordinal = entry.get("ordinal")
+    return (ordinal is None, ordinal if isinstance(ordinal, int) else 0, entry["name"])
+
+
+async def cluster_view(node: Node) -> dict[str, Any]:
+    """Every pod DNS lists, each with its status or why it has none, asked concurrently; this
+    pod is always in it (`"listed": false` if DNS does not have it, e.g. while terminating)."""
+    peers = await node.discovery.peers()
+    entries = list(await asyncio.gather(*(_ask(node, p) for p in peers)))
+    me = node.settings.pod_name
+    if not any(e["name"] == me for e in entries):
+        url = f"http://{node.settings.host}:{node.settings.port}"
+        entries.append(
+            {"url": url, "listed": False, "self": True} | _reachable(status_doc(node), 0.0)
+        )
+    for entry in entries:
+        entry.setdefault("self", False)
+        status = entry.get("status")
+        entry["ordinal"] = status["ordinal"] if status else _ordinal(entry["name"])
+    s = node.settings
+    return {
+        "pod": me,
+        "time": round(time.time(), 3),
+        "service": s.service_domain,
+        "srv": s.srv_name,
+        "pods": sorted(entries, key=_sort_key),
+    }
+
+
+async def cluster(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    try:
+        h.check_token(request, node.settings.auth_token, "the client API")
+    except Unauthorized as exc:  # with CORS headers, so that a page can tell it apart
+        response = h.error_response(exc)
+        response.headers.update(CORS)
+        return response
+    return h.json_response(await cluster_view(node), headers=CORS)
+
+
+async def cluster_preflight(request: web.Request) -> web.StreamResponse:
+    """CORS preflight: a page sending its token to another pod asks this first."""
+    return web.Response(status=204, headers=CORS)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/web/{name}", asset)
+    app.router.add_get("/v1/cluster", cluster)
+    app.router.add_route("OPTIONS", "/v1/cluster", cluster_preflight)

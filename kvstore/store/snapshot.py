@@ -1,0 +1,182 @@
+"""Snapshots: a consistent, streamed copy of a store, and its atomic install on another.
+
+Wire format (NDJSON, one object a line):
+  {"type": "header", "epoch", "seq", "digest", "keys"}
+  {"type": "rows", "rows": [[key, value_base64, version, create_seq, mod_seq], ...]}  (many)
+  {"type": "end", "keys"}
+
+Producing reads inside one SQLite read transaction, so the copy is the store at exactly `seq`;
+rows come in key order. Installing replaces the whole store inside one write transaction on the
+writer connection: a crash at any point before COMMIT leaves the old data whole. The digest is
+recomputed from the rows and must equal the header's, or nothing is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kvstore.errors import InvalidRequest
+from kvstore.model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
+from kvstore.store import schema
+from kvstore.store.store import State, Store
+
+ROWS_PER_LINE = 2000
+LINE_BYTES = 4 << 20
+Progress = Callable[[int, int], None]  # (keys installed, keys expected)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Header:
+    epoch: str
+    seq: int
+    digest: str
+    keys: int
+
+
+async def produce(store: Store) -> AsyncIterator[bytes]:
+    """Yield the snapshot's lines; the read transaction pins one consistent state. Rows go in
+    key order, so that the installer appends to its key index instead of splitting pages all
+    over it; each line is read and encoded in one trip to a reader thread of its own."""
+    reader = _Reader(store.path)
+    try:
+        header = await reader.call(reader.begin)
+        yield header
+        while line := await reader.call(reader.page):
+            yield line
+        yield await reader.call(reader.end)
+    finally:
+        await reader.close()
+
+
+class _Reader:
+    """A read-only connection used from one thread of its own."""
+
+    SQL = "SELECT key, value, version, create_seq, mod_seq FROM kv ORDER BY key"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-snapshot")
+        self.conn: sqlite3.Connection | None = None
+        self.cursor: sqlite3.Cursor | None = None
+        self.keys = 0
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    def begin(self) -> bytes:
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("BEGIN")
+        epoch, seq, digest, self.keys = self.conn.execute(schema.READ_META).fetchone()
+        self.cursor = self.conn.execute(self.SQL)
+        return _line(
+            {"type": "header", "epoch": epoch, "seq": seq, "digest": digest, "keys": self.keys}
+        )
+
+    def page(self) -> bytes | None:
+        """The next line of rows (at most ROWS_PER_LINE rows or about LINE_BYTES), None at the
+        end."""
+        assert self.cursor is not None
+        out: list[list[Any]] = []
+        size = 0
+        while size < LINE_BYTES and (rows := self.cursor.fetchmany(ROWS_PER_LINE - len(out))):
+            for k, v, ver, cs, ms in rows:
+                out.append([k, base64.b64encode(v).decode(), ver, cs, ms])
+                size += len(v) + len(k)
+            if len(out) >= ROWS_PER_LINE:
+                break
+        return _line({"type": "rows", "rows": out}) if out else None
+
+    def end(self) -> bytes:
+        return _line({"type": "end", "keys": self.keys})
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # ends the read transaction
+
+    async def close(self) -> None:
+        try:
+            await self.call(self._close)
+        finally:
+            self.executor.shutdown(wait=False)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_header(line: bytes) -> Header:
+    msg = json.loads(line)
+    if msg.get("type") != "header":
+        raise InvalidRequest("a snapshot starts with a header line")
+    return Header(msg["epoch"], int(msg["seq"]), msg["digest"], int(msg["keys"]))
+
+
+async def install(
+    store: Store, header: Header, lines: AsyncIterator[bytes], progress: Progress | None = None
+) -> None:
+    """Replace the store's contents with the snapshot, all or nothing: one transaction on the
+    store's writer connection, its rows inserted on the event loop line by line as they arrive,
+    its COMMIT in the writer thread."""
+    counts = _Counts()
+
+    async def work(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM kv")
+        conn.execute("DELETE FROM changes")
+        async for line in lines:
+            kind, d_digest, n = _insert_line(conn, line)
+            if kind == "end":
+                counts.ended = True
+                break
+            counts.add(d_digest, n)
+            if progress is not None:
+                progress(counts.keys, header.keys)
+        _verify(header, counts.ended, counts.keys, counts.digest)
+        conn.execute(schema.UPDATE_META, (header.epoch, header.seq, header.digest, header.keys))
+
+    await store.transaction(work)
+    store.installed(State(header.epoch, header.seq, counts.digest, counts.keys, header.seq))
+
+
+@dataclass
+class _Counts:
+    digest: int = 0
+    keys: int = 0
+    ended: bool = False
+
+    def add(self, digest: int, keys: int) -> None:
+        self.digest = (self.digest + digest) % DIGEST_MOD
+        self.keys += keys
+
+
+def _verify(header: Header, ended: bool, count: int, digest: int) -> None:
+    if not ended:
+        raise InvalidRequest("the snapshot stream ended before its end line")
+    if count != header.keys or digest_hex(digest) != header.digest:
+        raise InvalidRequest(
+            f"the snapshot does not match its header: {count} keys, digest {digest_hex(digest)}; "
+            f"expected {header.keys} keys, digest {header.digest}"
+        )
+
+
+def _insert_line(conn: sqlite3.Connection, line: bytes) -> tuple[str, int, int]:
+    """Decode one line and insert its rows; returns (kind, digest, n)."""
+    msg = json.loads(line)
+    kind = msg.get("type")
+    if kind != "rows":
+        return kind or "", 0, 0
+    digest, params = 0, []
+    for key, b64, version, create_seq, mod_seq in msg["rows"]:
+        value = base64.b64decode(b64)
+        h = entry_hash(key, value)
+        digest += h
+        params.append((key, value, version, create_seq, mod_seq, hash_bytes(h)))
+    conn.executemany(schema.INSERT_KV, params)  # the table was emptied: a repeated key fails
+    return kind, digest % DIGEST_MOD, len(params)

@@ -1,0 +1,640 @@
+"""SQLite storage: the one write path (group commit), reads, the change log and the digest.
+
+Three kinds of connection, each with one job:
+- the writer: every write (a batch of client requests on the manager, a batch of replicated
+  changes on a follower, a snapshot install) is one transaction on it. Its statements run on
+  the event loop (each takes microseconds in the page cache) and its COMMIT, with the fsync,
+  in one dedicated thread: one thread hop per batch, and the GIL changes hands once per batch
+  instead of once per statement. Large batches hand the loop back every so often.
+- the point reader: used on the event-loop thread for single-key reads. A WAL read of one row
+  takes microseconds, less than the thread hop aiosqlite would add.
+- aiosqlite: scans that may be long (list pages, change-log reads) run off the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from kvstore.errors import (
+    Compacted,
+    Diverged,
+    EpochMismatch,
+    KeyNotFound,
+    KVError,
+    PreconditionFailed,
+    ShuttingDown,
+    StoreClosed,
+    WaitTimeout,
+)
+from kvstore.model import (
+    DELETE,
+    DIGEST_MOD,
+    PUT,
+    Change,
+    Item,
+    WriteRequest,
+    digest_hex,
+    entry_hash,
+    hash_bytes,
+    hash_int,
+)
+from kvstore.store import schema
+
+T = TypeVar("T")
+Listener = Callable[[list[Change]], None]
+MAX_BATCH_OPS = 5000
+Current = tuple[int, int, int] | None  # (version, hash, create_seq) of a key, None if absent
+
+
+@dataclass
+class State:
+    """What the store knows of itself, mirrored from the meta row after each commit."""
+
+    epoch: str | None = None
+    seq: int = 0
+    digest: int = 0
+    keys: int = 0
+    pruned_upto: int = 0  # every change with seq <= this has left the log
+
+    @property
+    def oldest_seq(self) -> int:
+        return self.pruned_upto + 1
+
+
+@dataclass
+class _Pending:
+    request: WriteRequest
+    future: asyncio.Future[list[dict[str, Any]]]
+
+
+class Store:
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        durability: str = "full",
+        retention: int = 100_000,
+        fault_skip_seq: int | None = None,
+    ) -> None:
+        self.path = os.path.join(data_dir, schema.DB_NAME)
+        self.data_dir = data_dir
+        self.durability = durability
+        self.retention = retention
+        self.fault_skip_seq = fault_skip_seq
+        self.state = State()
+        self.on_commit: Callable[[int, float], None] | None = None  # (changes, seconds)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._scan: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+        self._wlock = asyncio.Lock()  # one write transaction at a time on the writer connection
+        self._hold_reads = True  # point reads may share a read transaction (no write under way)
+        self._closing = False
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._wconn = await self._in_writer(schema.connect, self.path, self.durability)
+        self._rconn = schema.connect(self.path, self.durability, readonly=True)
+        self._scan = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._in_writer(self._load_state)
+        self._writer = asyncio.create_task(self._write_loop(), name="kv-group-commit")
+
+    def _load_state(self) -> None:
+        conn = self._wc
+        epoch, seq, digest, keys = conn.execute(schema.READ_META).fetchone()
+        (oldest,) = conn.execute("SELECT min(seq) FROM changes").fetchone()
+        pruned = (oldest - 1) if oldest is not None else seq
+        self.state = State(epoch, seq, int(digest, 16), keys, pruned)
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._writer is not None and not self._writer.done():
+            await self._queue.join()
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for fut in (f for _, _, f in self._waiters if not f.done()):
+            fut.set_exception(StoreClosed("the store is closed"))
+        self._waiters.clear()
+        if self._scan is not None:
+            await self._scan.close()
+        if self._rconn is not None:
+            self._rconn.close()
+        if self._wconn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._wconn.close)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _committed(self, changes: list[Change], started: float) -> None:
+        if self.on_commit is not None:
+            self.on_commit(len(changes), time.perf_counter() - started)
+        self._publish(changes)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+    @property
+    def _wc(self) -> sqlite3.Connection:
+        assert self._wconn is not None
+        return self._wconn
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- listeners and waiting for a seq -----------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _publish(self, changes: list[Change]) -> None:
+        if changes:
+            for listener in list(self._listeners):
+                listener(changes)
+        while self._waiters and self._waiters[0][0] <= self.state.seq:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_for_seq(self, seq: int, timeout: float) -> None:
+        """Return once this store has applied `seq`; WaitTimeout after `timeout` seconds."""
+        self._check_open()
+        if self.state.seq >= seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._counter), fut))
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            raise WaitTimeout(
+                f"this replica has applied seq {self.state.seq}, not yet {seq}, after {timeout:g}s",
+                applied_seq=self.state.seq,
+                min_seq=seq,
+            ) from None
+
+    # --- reads -------------------------------------------------------------------------------
+    def get(self, key: str) -> Item | None:
+        """A point read on the loop thread (no thread hop). Between write transactions, reads
+        share one read transaction, which a commit ends: beginning and ending one per read
+        (file locks, WAL index) cost as much as the read."""
+        self._check_open()
+        conn = self._rconn
+        assert conn is not None
+        if self._hold_reads and not conn.in_transaction:
+            conn.execute("BEGIN")
+        row = conn.execute(schema.GET, (key,)).fetchone()
+        if row is None:
+            return None
+        return Item(key, row[0], row[1], row[2], row[3], len(row[0]))
+
+    async def list_items(
+        self, prefix: str, start_after: str | None, limit: int, values: bool
+    ) -> tuple[list[Item], str | None]:
+        self._check_open()
+        assert self._scan is not None
+        lower, op = prefix, ">="
+        if start_after is not None and start_after >= prefix:
+            lower, op = start_after, ">"
+        cols = "key, value" if values else "key, length(value)"
+        sql = (
+            f"SELECT {cols}, version, mod_seq, create_seq FROM kv WHERE key {op} ? "
+            "ORDER BY key LIMIT ?"
+        )
+        async with self._scan.execute(sql, (lower, limit + 1)) as cur:
+            rows = await cur.fetchall()
+        items: list[Item] = []
+        for key, val, version, mod_seq, create_seq in rows:
+            if not key.startswith(prefix):
+                break
+            if values:
+                items.append(Item(key, val, version, mod_seq, create_seq, len(val)))
+            else:
+                items.append(Item(key, b"", version, mod_seq, create_seq, val))
+        more = len(items) > limit
+        items = items[:limit]
+        return items, (items[-1].key if more and items else None)
+
+    async def read_changes(
+        self, from_seq: int, limit: int = 1000, max_bytes: int = 8 << 20
+    ) -> list[Change]:
+        """Retained changes with seq >= from_seq: at most `limit`, and no more once `max_bytes`
+        of values are read. Compacted when from_seq has left the log."""
+        self._check_open()
+        assert self._scan is not None
+        if from_seq < self.state.oldest_seq:
+            raise Compacted(
+                f"seq {from_seq} is older than the retained log, which starts at "
+                f"{self.state.oldest_seq}",
+                oldest=self.state.oldest_seq,
+            )
+        sql = (
+            "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? "
+            "ORDER BY seq LIMIT ?"
+        )
+        changes: list[Change] = []
+        size = 0
+        async with self._scan.execute(sql, (from_seq, limit)) as cur:
+            while size < max_bytes and (rows := await cur.fetchmany(200)):
+                for row in rows:
+                    changes.append(Change(*row))
+                    size += len(row[4] or b"") + len(row[2])
+        if changes and changes[0].seq != from_seq:  # pruned while we read
+            raise Compacted(f"seq {from_seq} left the retained log", oldest=changes[0].seq)
+        return changes
+
+    # --- the write path: group commit ---------------------------------------------------------
+    async def write(self, request: WriteRequest) -> list[dict[str, Any]]:
+        """Queue a write; answered once its batch has committed (fsynced under `full`)."""
+        self._check_open()
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry on another replica or later")
+        fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(request, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            ops = len(batch[0].request.ops)
+            while not self._queue.empty() and ops < MAX_BATCH_OPS:
+                batch.append(self._queue.get_nowait())
+                ops += len(batch[-1].request.ops)
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            requests = [p.request for p in batch]
+            txn = await self._transact(self._stage_requests, requests, self.state.epoch)
+        except Exception as exc:  # the database failed: every request in the batch fails
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self._committed(txn.changes, started)
+        for p, outcome in zip(batch, txn.outcomes, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(outcome, KVError):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
+
+    async def _transact(
+        self, work: Callable[[_Txn, T], Awaitable[None]], items: T, epoch: str | None
+    ) -> _Txn:
+        """One write transaction: `work` stages it on the loop, the writer thread commits it."""
+        await self._wlock.acquire()
+        self._release_reads()
+        try:
+            txn = await self._stage(work, items)
+        except BaseException:
+            self._unlock()
+            raise
+        await self._commit_releasing(self._commit_txn, txn, epoch)
+        return txn
+
+    def _release_reads(self) -> None:
+        """Before a write transaction: end the shared read transaction, and start none until it
+        has committed. Its COMMIT may then checkpoint the whole WAL (no reader pins a part of
+        it), and the read after it sees it."""
+        self._hold_reads = False
+        if self._rconn is not None and self._rconn.in_transaction:
+            self._rconn.execute("COMMIT")
+
+    def _unlock(self) -> None:
+        """After a write transaction (committed or not): the next read starts afresh."""
+        self._hold_reads = True
+        self._wlock.release()
+
+    async def _commit_releasing(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run the COMMIT `fn(*args)` in the writer thread, then release the writer lock. One
+        transaction at a time holds the writer connection (the lock); once staged, a transaction
+        commits (or rolls back) even if its caller is cancelled meanwhile, before the next one
+        begins."""
+
+        def done(fut: asyncio.Future[None]) -> None:
+            self._unlock()
+            if not fut.cancelled():
+                fut.exception()  # retrieved: the caller, if still there, gets it too
+
+        # Submitted at once (no task to wait for the next loop turn), shielded from the caller.
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        fut.add_done_callback(done)
+        await asyncio.shield(fut)
+
+    async def _stage(self, work: Callable[[_Txn, T], Awaitable[None]], items: T) -> _Txn:
+        """Open a write transaction and run `work` in it on the event loop. Statements stay on
+        the loop because each one hands the GIL over: a writer thread would wait for it once per
+        statement while the loop is busy, and only once per batch this way."""
+        conn = self._wc
+        txn = _Txn(conn, self.state)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            await work(txn, items)
+            txn.pruned = await self._finish(conn, txn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return txn
+
+    async def _stage_requests(self, txn: _Txn, requests: list[WriteRequest]) -> None:
+        """The client requests of one group commit, in order; a request whose condition fails
+        changes nothing and takes no seq."""
+        budget = _Budget()
+        txn.prefetch(op.key for req in requests for op in req.ops)
+        for req in requests:
+            failure = self._check_conditions(txn, req)
+            if failure is not None:
+                txn.outcomes.append(failure)
+                continue
+            results: list[dict[str, Any]] = []
+            for op in req.ops:
+                cur = txn.current(op.key)
+                if op.op == DELETE and cur is None:
+                    results.append({"op": DELETE, "key": op.key, "deleted": False})
+                    continue
+                version = 0 if op.op == DELETE else (cur[0] + 1 if cur else 1)
+                value = op.value if op.op == PUT else None
+                change = Change(txn.seq + 1, op.op, op.key, version, value, txn.now)
+                txn.apply(change, cur)
+                results.append(_result(change, cur))
+                if budget.spend(len(op.value)):
+                    await asyncio.sleep(0)
+            txn.outcomes.append(results)
+
+    def _check_conditions(self, txn: _Txn, req: WriteRequest) -> KVError | None:
+        for index, op in enumerate(req.ops):
+            if not (op.if_absent or op.if_exists or op.if_version is not None) and (
+                op.op != DELETE or req.txn
+            ):
+                continue
+            cur = txn.current(op.key)
+            actual = cur[0] if cur else 0
+            where = f"op {index} ({op.op} {op.key!r})" if req.txn else f"key {op.key!r}"
+            details = {"op_index": index, "key": op.key, "current_version": actual}
+            if op.if_absent and cur is not None:
+                return PreconditionFailed(
+                    f"{where}: the key exists (version {actual}) and "
+                    "If-None-Match: * asks that it does not",
+                    **details,
+                )
+            if op.if_exists and cur is None:
+                return PreconditionFailed(f"{where}: the key does not exist", **details)
+            if op.if_version is not None and actual != op.if_version:
+                return PreconditionFailed(
+                    f"{where}: expected version {op.if_version}, the current version is {actual}",
+                    expected_version=op.if_version,
+                    **details,
+                )
+            if op.op == DELETE and cur is None and not req.txn:
+                return KeyNotFound(f"key {op.key!r} does not exist", key=op.key)
+        return None
+
+    def _commit_txn(self, txn: _Txn, epoch: str | None) -> None:
+        """In the writer thread: COMMIT (the fsync under `full`), then adopt the new state, here,
+        so that it holds even if the task that waits for it is cancelled meanwhile. A failed
+        COMMIT is rolled back."""
+        try:
+            txn.conn.execute("COMMIT")
+        except BaseException:
+            if txn.conn.in_transaction:
+                txn.conn.execute("ROLLBACK")
+            raise
+        self.state = txn.state(epoch)
+
+    async def _finish(self, conn: sqlite3.Connection, txn: _Txn) -> int:
+        """Write the rows, log the changes, prune the log a bounded step and write meta (the
+        COMMIT follows)."""
+        await txn.flush()
+        conn.executemany(schema.INSERT_CHANGE, txn.changes)
+        pruned = txn.start.pruned_upto
+        target = txn.seq - self.retention
+        if target > pruned:
+            pruned = min(target, pruned + 2 * len(txn.changes) + 256)
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (pruned,))
+        meta = (txn.epoch, txn.seq, digest_hex(txn.digest % DIGEST_MOD), txn.keys)
+        conn.execute(schema.UPDATE_META, meta)
+        return pruned
+
+    # --- followers: apply the manager's changes -------------------------------------------------
+    async def apply(self, changes: list[Change], epoch: str) -> None:
+        """Apply replicated changes in one transaction with the new applied seq."""
+        self._check_open()
+        st = self.state
+        if st.epoch != epoch:
+            raise EpochMismatch(
+                f"changes of epoch {epoch} cannot apply to a store of epoch {st.epoch}",
+                ours=st.epoch,
+                theirs=epoch,
+            )
+        fresh = [c for c in changes if c.seq > st.seq]
+        if not fresh:
+            return
+        started = time.perf_counter()
+        txn = await self._transact(self._stage_changes, fresh, epoch)
+        self._committed(txn.changes, started)
+
+    async def _stage_changes(self, txn: _Txn, changes: list[Change]) -> None:
+        budget = _Budget()
+        txn.prefetch(ch.key for ch in changes if ch.seq > txn.seq)
+        for ch in changes:
+            if ch.seq <= txn.seq:
+                continue  # applied already
+            if ch.seq != txn.seq + 1:
+                raise Diverged(f"expected seq {txn.seq + 1} next, received {ch.seq}")
+            if ch.seq == self.fault_skip_seq:  # the test-only fault: lose this change silently
+                txn.skip(ch)  # (the log still records it, as the manager sent it)
+                continue
+            txn.apply(ch, txn.current(ch.key))
+            if budget.spend(len(ch.value or b"")):
+                await asyncio.sleep(0)
+
+    async def set_epoch(self, epoch: str) -> None:
+        """Give an empty store its epoch (a new manager, or a follower before its snapshot)."""
+        self._check_open()
+        await self._in_writer(self._set_epoch, epoch)
+
+    def _set_epoch(self, epoch: str) -> None:
+        st = self.state
+        self._wc.execute(schema.UPDATE_META, (epoch, st.seq, digest_hex(st.digest), st.keys))
+        self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
+
+    # --- snapshots ---------------------------------------------------------------------------
+    async def transaction(self, work: Callable[[sqlite3.Connection], Awaitable[None]]) -> None:
+        """For a snapshot install: run `work(conn)` on the event loop inside one write
+        transaction on the writer connection, then COMMIT in the writer thread; nothing is kept
+        if `work` raises. The caller adopts the new state (`installed`)."""
+        self._check_open()
+        conn = self._wc
+        await self._wlock.acquire()
+        self._release_reads()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                await work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            self._unlock()
+            raise
+        await self._commit_releasing(_commit_or_rollback, conn)
+
+    def installed(self, state: State) -> None:
+        """Called after a snapshot committed: adopt its state and wake waiters."""
+        self.state = state
+        self._publish([])
+
+
+def _result(change: Change, cur: Current) -> dict[str, Any]:
+    if change.op == DELETE:
+        return {"op": DELETE, "key": change.key, "seq": change.seq, "deleted": True}
+    return {
+        "op": PUT,
+        "key": change.key,
+        "version": change.version,
+        "seq": change.seq,
+        "created": cur is None,
+    }
+
+
+def _commit_or_rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class _Budget:
+    """Staging on the loop hands the loop back to the other tasks every so many changes or
+    bytes, so that a large batch does not hold up reads."""
+
+    CHANGES = 256
+    BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self.changes = 0
+        self.bytes = 0
+
+    def spend(self, size: int) -> bool:
+        """Count one change of `size` bytes; True when it is time to hand the loop back."""
+        self.changes += 1
+        self.bytes += size
+        if self.changes >= self.CHANGES or self.bytes >= self.BYTES:
+            self.changes = self.bytes = 0
+            return True
+        return False
+
+
+class _Txn:
+    """One write transaction being built on the writer connection: the state it started from,
+    the seq, digest and key count so far, and each key's row as the transaction leaves it.
+
+    Rows are read for many keys at once (`prefetch`) and written once per key at the end
+    (`flush`): a statement costs far more in Python than the B-tree work it does."""
+
+    def __init__(self, conn: sqlite3.Connection, start: State) -> None:
+        self.conn = conn
+        self.start = start
+        self.epoch = start.epoch
+        self.seq, self.digest, self.keys = start.seq, start.digest, start.keys
+        self.pruned = start.pruned_upto
+        self.now = time.time()
+        self.changes: list[Change] = []
+        self.outcomes: list[list[dict[str, Any]] | KVError] = []
+        self._known: dict[str, Current] = {}
+        self._rows: dict[str, tuple[Any, ...] | None] = {}  # key -> row to store, None: delete
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the current row of each key not seen yet, LOOKUP_CHUNK keys a statement."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._known]
+        for i in range(0, len(missing), schema.LOOKUP_CHUNK):
+            chunk = missing[i : i + schema.LOOKUP_CHUNK]
+            sql, params = schema.lookup_many(chunk)
+            for key, version, raw_hash, create_seq in self.conn.execute(sql, params):
+                self._known[key] = (version, hash_int(raw_hash), create_seq)
+            for key in chunk:
+                self._known.setdefault(key, None)
+
+    def current(self, key: str) -> Current:
+        """(version, hash, create_seq) of the key as this transaction has left it so far."""
+        if key not in self._known:
+            self.prefetch((key,))
+        return self._known[key]
+
+    def apply(self, ch: Change, cur: Current) -> None:
+        """Account for one change; its row is written by `flush`."""
+        old_hash = cur[1] if cur else 0
+        if ch.op == DELETE:
+            if cur is not None:
+                self.digest -= old_hash
+                self.keys -= 1
+                self._rows[ch.key] = None
+            self._known[ch.key] = None
+        else:
+            assert ch.value is not None
+            new_hash = entry_hash(ch.key, ch.value)
+            create_seq = cur[2] if cur else ch.seq
+            row = (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
+            self._rows[ch.key] = row
+            self.digest += new_hash - old_hash  # reduced mod DIGEST_MOD when read
+            self.keys += 0 if cur else 1
+            self._known[ch.key] = (ch.version, new_hash, create_seq)
+        self.seq = ch.seq
+        self.changes.append(ch)
+
+    def skip(self, ch: Change) -> None:
+        self.seq = ch.seq
+        self.changes.append(ch)
+
+    async def flush(self) -> None:
+        """Write each changed key's final row (each key once, so the order does not matter)."""
+        puts = [row for row in self._rows.values() if row is not None]
+        deletes = [(key,) for key, row in self._rows.items() if row is None]
+        for sql, rows in ((schema.UPSERT, puts), (schema.DELETE_KEY, deletes)):
+            for i in range(0, len(rows), _Budget.CHANGES):
+                self.conn.executemany(sql, rows[i : i + _Budget.CHANGES])
+                if len(rows) > _Budget.CHANGES:
+                    await asyncio.sleep(0)
+        self._rows.clear()
+
+    def state(self, epoch: str | None) -> State:
+        return State(epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned)
