@@ -77,7 +77,13 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
         default="put",
         help="put: PUT throughput and latency; lag: replication lag (default: put)",
     )
-    p.add_argument("--concurrency", type=int, default=64, help="connections in all (default 64)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="put: connections in all; lag: writes in flight at most (default 64)",
+    )
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("--requests", type=int, metavar="N", help="stop after N requests")
     amount.add_argument(
@@ -86,11 +92,26 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"stop after S seconds (default {DEFAULT_DURATION:g})",
     )
-    p.add_argument("--value-size", type=int, default=100, metavar="BYTES", help="default 100")
-    p.add_argument("--workers", type=int, default=1, help="load processes (default 1)")
-    p.add_argument("--follower-url", help="lag: the follower to watch (default: --url itself)")
     p.add_argument(
-        "--rate", type=float, help=f"lag: writes per second (default {DEFAULT_RATE:g}; suite 1000)"
+        "--value-size", type=int, default=100, metavar="BYTES", help="bytes per value (default 100)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="put: load processes, sharing the connections (default 1)",
+    )
+    p.add_argument(
+        "--follower-url",
+        metavar="URL",
+        help="lag: the follower to watch (default: --url itself)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        metavar="PER_S",
+        help=f"lag: writes per second (default {DEFAULT_RATE:g}; suite 1000)",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
@@ -98,7 +119,7 @@ def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
 def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "the suite",
-        "--suite starts its own clusters in a temporary directory, runs every scenario, prints "
+        "--suite starts its own clusters in a temporary directory, runs every scenario, prints\n"
         "one table and stops everything it started (--duration, --value-size and --rate apply)",
     )
     g.add_argument("--suite", action="store_true", help="run the whole benchmark suite")
@@ -120,10 +141,18 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
         help=f"scenarios to run (default all: {','.join(suite.SUITE_SCENARIOS)})",
     )
     g.add_argument(
-        "--catchup-writes", type=int, default=100_000, metavar="N", help="default 100000"
+        "--catchup-writes",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="catch-up: keys written while a follower is stopped (default 100000)",
     )
     g.add_argument(
-        "--snapshot-keys", type=int, default=1_000_000, metavar="N", help="default 1000000"
+        "--snapshot-keys",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="snapshot: keys stored before a new follower joins (default 1000000)",
     )
     g.add_argument(
         "--workdir",
