@@ -3,9 +3,9 @@ domain exceptions that httputil's middleware turns into JSON."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import contextlib
 import json
 from typing import Any
 
@@ -15,21 +15,19 @@ from kvstore.cluster.node import Node
 from kvstore.errors import Compacted, InvalidKey, InvalidRequest, KeyNotFound, KVError, TooLarge
 from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, validate_key
 from kvstore.server import httputil as h
+from kvstore.server import routes
 from kvstore.server.forward import forward
-from kvstore.server.metrics import METRICS
+from kvstore.server.keys import METRICS, NODE
+from kvstore.server.routes import CLIENT
 from kvstore.store.feed import follow
 
-NODE = web.AppKey("node", Node)
-STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 DEFAULT_WAIT = 5.0
 TXN_BODY_LIMIT = 64 * 1024 * 1024
 TXN_FIELDS = {"op", "key", "value", "if_version"}
 
 
 def _node(request: web.Request) -> Node:
-    node = request.app[NODE]
-    h.check_token(request, node.settings.auth_token, "the client API")
-    return node
+    return request.app[NODE]
 
 
 def _headers(node: Node, version: int | None = None) -> dict[str, str]:
@@ -264,9 +262,12 @@ async def watch(request: web.Request) -> web.StreamResponse:
         )
     resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
-    task = asyncio.current_task()
-    assert task is not None
-    node_streams(request).add(task)
+    with routes.tracked_stream(request), contextlib.suppress(ConnectionError):
+        await _watch_lines(node, resp, since, prefix)
+    return resp
+
+
+async def _watch_lines(node: Node, resp: web.StreamResponse, since: int, prefix: str) -> None:
     try:
         async for batch in follow(node.store, since + 1, heartbeat=2.0):
             if not batch:
@@ -277,15 +278,6 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 await resp.write(("\n".join(lines) + "\n").encode())
     except KVError as exc:
         await resp.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
-    except ConnectionError:
-        pass  # the watcher went away
-    finally:
-        node_streams(request).discard(task)
-    return resp
-
-
-def node_streams(request: web.Request) -> set[asyncio.Task[Any]]:
-    return request.app[STREAMS]
 
 
 async def empty_key(request: web.Request) -> web.StreamResponse:
@@ -294,11 +286,11 @@ async def empty_key(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/kv", list_keys)
+    routes.add(app, "GET", "/v1/kv", list_keys, CLIENT)
     for method in ("GET", "PUT", "DELETE"):
-        app.router.add_route(method, "/v1/kv/", empty_key)
-    app.router.add_route("GET", "/v1/kv/{key:.+}", get_key)
-    app.router.add_route("PUT", "/v1/kv/{key:.+}", put_key)
-    app.router.add_route("DELETE", "/v1/kv/{key:.+}", delete_key)
-    app.router.add_post("/v1/txn", txn)
-    app.router.add_get("/v1/watch", watch)
+        routes.add(app, method, "/v1/kv/", empty_key, CLIENT)
+    routes.add(app, "GET", "/v1/kv/{key:.+}", get_key, CLIENT)
+    routes.add(app, "PUT", "/v1/kv/{key:.+}", put_key, CLIENT)
+    routes.add(app, "DELETE", "/v1/kv/{key:.+}", delete_key, CLIENT)
+    routes.add(app, "POST", "/v1/txn", txn, CLIENT)
+    routes.add(app, "GET", "/v1/watch", watch, CLIENT)

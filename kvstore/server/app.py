@@ -20,19 +20,18 @@ from aiohttp import web
 from kvstore.cluster.discovery import Discovery
 from kvstore.cluster.follower import Follower
 from kvstore.cluster.node import Node
+from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
-from kvstore.server import api, backup, health, logs, replication
+from kvstore.server import api, backup, health, logs, metrics, page, replication
 from kvstore.server.httputil import errors_middleware
-from kvstore.server.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
-from kvstore.server.page import add_routes as add_page_routes
+from kvstore.server.keys import METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
+from kvstore.server.routes import OPEN, auth_middleware
+from kvstore.server.routes import add as add_route
 from kvstore.store.backup import restore_into
 from kvstore.store.store import Store
 
 log = logging.getLogger("kvstore.app")
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
 # Values can be up to KV_MAX_VALUE_BYTES, txns larger: handlers enforce their own limits.
 CLIENT_MAX_SIZE = 1 << 40
 
@@ -74,12 +73,13 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    node = Node(s, app[STORE], Discovery(s), app[SESSION])
+    node = Node(s, app[STORE], Discovery(s), PeerClient(app[SESSION], s))
     node.restoring = s.is_manager
-    app[api.NODE] = node
+    app[NODE] = node
     app[METRICS].bind(node)
     log.info("starting as %s (ordinal %d; manager is %s)", s.role, s.ordinal, s.manager_fqdn)
-    work = restore_or_init(node) if s.is_manager else Follower(node, app[METRICS]).run()
+    follower = Follower(node, app[METRICS].snapshot_installed)
+    work = restore_or_init(node) if s.is_manager else follower.run()
     task = asyncio.create_task(work, name=f"kv-{s.role}")
     yield
     task.cancel()
@@ -89,30 +89,32 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _on_shutdown(app: web.Application) -> None:
     """SIGTERM: stop being ready, end the long streams so the rest can drain."""
-    if api.NODE in app:
-        app[api.NODE].shutting_down = True
-    streams = app[api.STREAMS]
+    if NODE in app:
+        app[NODE].shutting_down = True
+    streams = app[STREAMS]
     log.info("shutting down: ending %d streams", len(streams))
     for task in tuple(streams):
         task.cancel()
 
 
 def create_app(settings: Settings) -> web.Application:
+    counters = metrics.Metrics()
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware], client_max_size=CLIENT_MAX_SIZE
+        middlewares=[metrics.middleware(counters), errors_middleware, auth_middleware],
+        client_max_size=CLIENT_MAX_SIZE,
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = counters
     streams: set[asyncio.Task[Any]] = set()
-    app[api.STREAMS] = streams
+    app[STREAMS] = streams
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _role_ctx])
     app.on_shutdown.append(_on_shutdown)
     api.add_routes(app)
     health.add_routes(app)
     replication.add_routes(app)
     backup.add_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
-    add_page_routes(app)
+    add_route(app, "GET", "/metrics", metrics.handler(counters), OPEN)
+    page.add_routes(app)
     return app
 
 

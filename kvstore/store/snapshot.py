@@ -29,7 +29,7 @@ from kvstore.store.store import State, Store
 
 ROWS_PER_LINE = 2000
 LINE_BYTES = 4 << 20
-Progress = Callable[[int, int], None]  # (keys installed, keys expected)
+InstallProgress = Callable[[int, int], None]  # (keys installed, keys expected)
 T = TypeVar("T")
 
 
@@ -39,6 +39,9 @@ class Header:
     seq: int
     digest: str
     keys: int
+
+
+HeaderCheck = Callable[[Header], None]  # raises to refuse a snapshot before it is installed
 
 
 async def produce(store: Store) -> AsyncIterator[bytes]:
@@ -113,14 +116,21 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 def parse_header(line: bytes) -> Header:
-    msg = json.loads(line)
-    if msg.get("type") != "header":
-        raise InvalidRequest("a snapshot starts with a header line")
-    return Header(msg["epoch"], int(msg["seq"]), msg["digest"], int(msg["keys"]))
+    """The first line of a snapshot; InvalidRequest for anything else (a cut or broken peer)."""
+    try:
+        msg = json.loads(line)
+        if msg.get("type") != "header":
+            raise InvalidRequest("a snapshot starts with a header line")
+        return Header(str(msg["epoch"]), int(msg["seq"]), str(msg["digest"]), int(msg["keys"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidRequest(f"not a snapshot header: {line[:100]!r}") from None
 
 
 async def install(
-    store: Store, header: Header, lines: AsyncIterator[bytes], progress: Progress | None = None
+    store: Store,
+    header: Header,
+    lines: AsyncIterator[bytes],
+    progress: InstallProgress | None = None,
 ) -> None:
     """Replace the store's contents with the snapshot, all or nothing: one transaction on the
     store's writer connection, its rows inserted on the event loop line by line as they arrive,
