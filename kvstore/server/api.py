@@ -3,9 +3,9 @@ domain exceptions that httputil's middleware turns into JSON."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import contextlib
 import json
 from typing import Any
 
@@ -13,23 +13,21 @@ from aiohttp import web
 
 from kvstore.cluster.node import Node
 from kvstore.errors import Compacted, InvalidKey, InvalidRequest, KeyNotFound, KVError, TooLarge
-from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, validate_key
+from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, WriteResult, validate_key
 from kvstore.server import httputil as h
+from kvstore.server import routes
 from kvstore.server.forward import forward
-from kvstore.server.metrics import METRICS
+from kvstore.server.keys import METRICS, NODE
+from kvstore.server.routes import CLIENT
 from kvstore.store.feed import follow
 
-NODE = web.AppKey("node", Node)
-STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 DEFAULT_WAIT = 5.0
 TXN_BODY_LIMIT = 64 * 1024 * 1024
 TXN_FIELDS = {"op", "key", "value", "if_version"}
 
 
 def _node(request: web.Request) -> Node:
-    node = request.app[NODE]
-    h.check_token(request, node.settings.auth_token, "the client API")
-    return node
+    return request.app[NODE]
 
 
 def _headers(node: Node, version: int | None = None) -> dict[str, str]:
@@ -83,7 +81,8 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(PUT, key, body, **cond)])))[0]
-    seq, version = result["seq"], result["version"]
+    assert isinstance(result, WriteResult)
+    seq, version = result.seq, result.version
     await _acked(node, ack, seq)
     headers = {
         "X-KV-Seq": str(seq),
@@ -91,7 +90,7 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         "ETag": f'"{version}"',
     }
     out = {"key": key, "version": version, "seq": seq}
-    return h.json_response(out, 201 if result["created"] else 200, headers)
+    return h.json_response(out, 201 if result.created else 200, headers)
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
@@ -103,9 +102,10 @@ async def delete_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, b"")
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(DELETE, key, **cond)])))[0]
-    await _acked(node, ack, result["seq"])
-    headers = _headers(node) | {"X-KV-Seq": str(result["seq"])}
-    return h.json_response({"key": key, "seq": result["seq"]}, 200, headers)
+    assert result.seq is not None  # a missing key is a 404 outside a txn
+    await _acked(node, ack, result.seq)
+    headers = _headers(node) | {"X-KV-Seq": str(result.seq)}
+    return h.json_response({"key": key, "seq": result.seq}, 200, headers)
 
 
 async def _get_options(request: web.Request, node: Node) -> web.StreamResponse | None:
@@ -235,12 +235,13 @@ async def txn(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     results = await node.store.write(WriteRequest(ops, txn=True))
-    seqs = [r["seq"] for r in results if "seq" in r]
+    seqs = [r.seq for r in results if r.seq is not None]
     request.app[METRICS].count_txn(len(seqs))
     seq = seqs[-1] if seqs else node.store.state.seq
     await _acked(node, ack, seq)
     headers = _headers(node) | {"X-KV-Seq": str(seq)}
-    return h.json_response({"seq": seq, "results": results}, 200, headers)
+    out = {"seq": seq, "results": [r.to_json() for r in results]}
+    return h.json_response(out, 200, headers)
 
 
 def change_json(c: Change) -> dict[str, Any]:
@@ -264,9 +265,12 @@ async def watch(request: web.Request) -> web.StreamResponse:
         )
     resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
-    task = asyncio.current_task()
-    assert task is not None
-    node_streams(request).add(task)
+    with routes.tracked_stream(request), contextlib.suppress(ConnectionError):
+        await _watch_lines(node, resp, since, prefix)
+    return resp
+
+
+async def _watch_lines(node: Node, resp: web.StreamResponse, since: int, prefix: str) -> None:
     try:
         async for batch in follow(node.store, since + 1, heartbeat=2.0):
             if not batch:
@@ -277,15 +281,6 @@ async def watch(request: web.Request) -> web.StreamResponse:
                 await resp.write(("\n".join(lines) + "\n").encode())
     except KVError as exc:
         await resp.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
-    except ConnectionError:
-        pass  # the watcher went away
-    finally:
-        node_streams(request).discard(task)
-    return resp
-
-
-def node_streams(request: web.Request) -> set[asyncio.Task[Any]]:
-    return request.app[STREAMS]
 
 
 async def empty_key(request: web.Request) -> web.StreamResponse:
@@ -294,11 +289,11 @@ async def empty_key(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/kv", list_keys)
+    routes.add(app, "GET", "/v1/kv", list_keys, CLIENT)
     for method in ("GET", "PUT", "DELETE"):
-        app.router.add_route(method, "/v1/kv/", empty_key)
-    app.router.add_route("GET", "/v1/kv/{key:.+}", get_key)
-    app.router.add_route("PUT", "/v1/kv/{key:.+}", put_key)
-    app.router.add_route("DELETE", "/v1/kv/{key:.+}", delete_key)
-    app.router.add_post("/v1/txn", txn)
-    app.router.add_get("/v1/watch", watch)
+        routes.add(app, method, "/v1/kv/", empty_key, CLIENT)
+    routes.add(app, "GET", "/v1/kv/{key:.+}", get_key, CLIENT)
+    routes.add(app, "PUT", "/v1/kv/{key:.+}", put_key, CLIENT)
+    routes.add(app, "DELETE", "/v1/kv/{key:.+}", delete_key, CLIENT)
+    routes.add(app, "POST", "/v1/txn", txn, CLIENT)
+    routes.add(app, "GET", "/v1/watch", watch, CLIENT)

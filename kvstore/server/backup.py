@@ -10,15 +10,14 @@ import tempfile
 from aiohttp import web
 
 from kvstore.errors import NotReady
-from kvstore.server import httputil as h
+from kvstore.server import routes
+from kvstore.server.keys import NODE
+from kvstore.server.routes import CLIENT
 from kvstore.store.backup import copy_database
 
 
 async def backup_handler(request: web.Request) -> web.StreamResponse:
-    from kvstore.server.api import NODE
-
     node = request.app[NODE]
-    h.check_token(request, node.settings.auth_token, "the client API")
     if node.store.state.epoch is None:
         raise NotReady("this pod has no data to back up yet", retry_after=1)
     fd, path = tempfile.mkstemp(prefix="kvstore-backup-", suffix=".db")
@@ -42,4 +41,4 @@ async def backup_handler(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/backup", backup_handler)
+    routes.add(app, "GET", "/v1/backup", backup_handler, CLIENT)
