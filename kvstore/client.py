@@ -273,7 +273,7 @@ class LagInfo(TypedDict):
     seconds: float | None
 
 
-class FollowerInfo(TypedDict):
+class FollowerStatus(TypedDict):
     pod: str
     acked_seq: int
     lag_entries: int
@@ -289,7 +289,7 @@ class Status(TypedDict):
     ready: bool
     manager: ManagerInfo
     lag: LagInfo
-    followers: NotRequired[list[FollowerInfo]]  # the manager only
+    followers: NotRequired[list[FollowerStatus]]  # the manager only
     keys: int
     digest: str
     oldest_seq: NotRequired[int]  # the oldest change still in the log (watch --since floor)

@@ -83,7 +83,7 @@ OpResult = WriteResult | DeleteResult
 
 
 @dataclass(frozen=True)
-class Item:
+class Entry:
     key: str
     value: bytes
     version: int

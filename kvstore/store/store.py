@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from kvstore.errors import Compacted, EpochMismatch, KVError, ShuttingDown, StoreClosed, WaitTimeout
-from kvstore.model import DIGEST_MOD, Change, Item, OpResult, WriteRequest, digest_hex
+from kvstore.model import DIGEST_MOD, Change, Entry, OpResult, WriteRequest, digest_hex
 from kvstore.store import schema
 from kvstore.store.txn import State, Txn, stage_changes, stage_requests
 
@@ -169,7 +169,7 @@ class Store:
             ) from None
 
     # --- reads -------------------------------------------------------------------------------
-    def get(self, key: str) -> Item | None:
+    def get(self, key: str) -> Entry | None:
         """A point read on the loop thread (no thread hop). Between write transactions, reads
         share one read transaction, which a commit ends: beginning and ending one per read
         (file locks, WAL index) cost as much as the read."""
@@ -181,11 +181,11 @@ class Store:
         row = conn.execute(schema.GET, (key,)).fetchone()
         if row is None:
             return None
-        return Item(key, row[0], row[1], row[2], row[3], len(row[0]))
+        return Entry(key, row[0], row[1], row[2], row[3], len(row[0]))
 
     async def list_items(
         self, prefix: str, start_after: str | None, limit: int, values: bool
-    ) -> tuple[list[Item], str | None]:
+    ) -> tuple[list[Entry], str | None]:
         self._check_open()
         assert self._scan is not None
         lower, op = prefix, ">="
@@ -198,14 +198,14 @@ class Store:
         )
         async with self._scan.execute(sql, (lower, limit + 1)) as cur:
             rows = await cur.fetchall()
-        items: list[Item] = []
+        items: list[Entry] = []
         for key, val, version, mod_seq, create_seq in rows:
             if not key.startswith(prefix):
                 break
             if values:
-                items.append(Item(key, val, version, mod_seq, create_seq, len(val)))
+                items.append(Entry(key, val, version, mod_seq, create_seq, len(val)))
             else:
-                items.append(Item(key, b"", version, mod_seq, create_seq, val))
+                items.append(Entry(key, b"", version, mod_seq, create_seq, val))
         more = len(items) > limit
         items = items[:limit]
         return items, (items[-1].key if more and items else None)
