@@ -161,6 +161,11 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
         help="keep the clusters' files (data, logs, scripts) in DIR, which must not exist",
     )
     g.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers on the first core, the load generators on the others (2+ cores)",
+    )
+    g.add_argument(
         "--load-generator",
         choices=["auto", "wrk", "python"],
         default="auto",
@@ -239,6 +244,8 @@ def suite_options(args: argparse.Namespace) -> suite.SuiteOptions:
         raise UsageError("--catchup-writes, --snapshot-keys and --value-size must be >= 1")
     if args.workdir is not None and args.workdir.exists():
         raise UsageError(f"--workdir {args.workdir}: already exists")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        raise UsageError("--pin needs at least 2 cores to split between servers and load")
     rate = SUITE_RATE if args.rate is None else args.rate
     if rate <= 0:
         raise UsageError("--rate must be above 0")
@@ -253,6 +260,7 @@ def suite_options(args: argparse.Namespace) -> suite.SuiteOptions:
         use_wrk=use_wrk,
         only=_parsed(suite.parse_only, args.only, "--only"),
         workdir=args.workdir,
+        pin=args.pin,
     )
 
 

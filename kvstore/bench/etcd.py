@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from kvstore.bench.cpu import pin
 from kvstore.bench.systems import (
     START_TIMEOUT,
     STOP_GRACE,
@@ -224,6 +225,17 @@ class EtcdCluster:
             if rss is not None:
                 out[m.name] = rss
         return out
+
+    def pids(self) -> dict[str, int]:
+        return {
+            m.name: m.process.pid
+            for m in self.members
+            if m.process is not None and m.process.poll() is None
+        }
+
+    def pin(self, cpus: frozenset[int]) -> None:
+        for pid in self.pids().values():
+            pin(pid, cpus)
 
     def log_tails(self) -> dict[str, str]:
         return log_tails(sorted(self.root.glob("*.log")))

@@ -73,15 +73,52 @@ class Target:
     metric: str
     ratio: float | None = None  # kvstore / etcd must be >= (HIGHER) or <= (LOWER) this
     limit: float | None = None  # kvstore's figure must be >= (HIGHER) or <= (LOWER) this
+    pinned: bool | None = None  # only for a pinned run (True), an unpinned one (False); None: both
 
 
+CPU = "CPU us/req"
 TARGETS = (
-    Target("durable PUT/s, 1 node, 64 conns >= 1.5x etcd", "put_1n_c64", "req/s", ratio=1.5),
+    Target("CPU per PUT, 1 node, 64 conns <= 0.5x etcd's", "put_1n_c64", CPU, ratio=0.5),
+    Target("CPU per GET on a follower <= 0.4x etcd's", "get_follower", CPU, ratio=0.4),
+    Target(
+        "durable PUT/s, 1 node, 64 conns >= 2.0x etcd (pinned)",
+        "put_1n_c64",
+        "req/s",
+        ratio=2.0,
+        pinned=True,
+    ),
+    Target(
+        "durable PUT/s, 1 node, 64 conns >= 1.0x etcd",
+        "put_1n_c64",
+        "req/s",
+        ratio=1.0,
+        pinned=False,
+    ),
+    Target(
+        "durable PUT/s, 1 node, 256 conns >= 1.0x etcd",
+        "put_1n_c256",
+        "req/s",
+        ratio=1.0,
+        pinned=False,
+    ),
     Target("PUT p99, 1 node, 64 conns <= etcd's", "put_1n_c64", "p99 ms", ratio=1.0),
-    Target("durable PUT/s, 3 nodes, 64 conns >= 1.5x etcd", "put_3n_c64", "req/s", ratio=1.5),
+    Target(
+        "durable PUT/s, 3 nodes, 64 conns >= 1.0x etcd",
+        "put_3n_c64",
+        "req/s",
+        ratio=1.0,
+        pinned=False,
+    ),
     Target("PUT p99, 3 nodes, 64 conns <= etcd's", "put_3n_c64", "p99 ms", ratio=1.0),
-    Target("GET/s on a follower >= 2x etcd serializable", "get_follower", "req/s", ratio=2.0),
+    Target(
+        "GET/s on a follower >= 2x etcd serializable",
+        "get_follower",
+        "req/s",
+        ratio=2.0,
+        pinned=False,
+    ),
     Target("replication lag p99 <= etcd's", "lag", "p99 ms", ratio=1.0),
+    Target("catch-up of the missed writes <= etcd's time", "catchup", "s", ratio=1.0),
     Target("replication lag p50 <= 2 ms", "lag", "p50 ms", limit=2.0),
     Target("catch-up of the missed writes <= 2 s", "catchup", "s", limit=2.0),
     Target("snapshot install <= 15 s", "snapshot", "s", limit=15.0),
@@ -133,7 +170,17 @@ class Results:
 
     def targets(self) -> list[dict[str, Any]]:
         """The targets kvstore has a figure for (and etcd too, for a ratio)."""
-        return [verdict(t, self) for t in TARGETS if self._measured(t)]
+        pinned = self.pinned
+        chosen = (t for t in TARGETS if t.pinned is None or t.pinned == pinned)
+        return [verdict(t, self) for t in chosen if self._measured(t)]
+
+    @property
+    def pinned(self) -> bool:
+        return str(self.setup.get("pinning", "unpinned")) != "unpinned"
+
+    def cpu_rows(self) -> list[dict[str, Any]]:
+        """The CPU-per-request figure of every scenario that has one."""
+        return [r for r in self.rows() if r["metric"] == CPU]
 
     def _measured(self, t: Target) -> bool:
         systems = ("kvstore",) if t.limit is not None else ("kvstore", "etcd")
@@ -144,6 +191,7 @@ class Results:
             "setup": self.setup,
             "rows": self.rows(),
             "targets": self.targets(),
+            "cpu": self.cpu_rows(),
             "figures": {s: [asdict(f) for f in fs] for s, fs in self.figures.items()},
             "details": self.details,
         }
@@ -236,9 +284,27 @@ def targets_table(results: Results) -> str:
     return markdown_table(["target", "measured", "verdict"], rows, {1})
 
 
+def cpu_table(results: Results) -> str:
+    """Server CPU per request, one row per scenario: the suite's first figure."""
+    systems = list(results.figures)
+    header = ["scenario", *(f"{s} CPU us/req" for s in systems)]
+    both = "etcd" in systems and "kvstore" in systems
+    if both:
+        header.append("kvstore/etcd")
+    rows = []
+    for row in results.cpu_rows():
+        cells = [row["title"], *(number(row["values"].get(s)) for s in systems)]
+        if both:
+            cells.append("-" if row["ratio"] is None else f"{row['ratio']:.2f}x")
+        rows.append(cells)
+    return markdown_table(header, rows, set(range(1, len(header))))
+
+
 def render(results: Results) -> str:
     setup = results.setup
     lines = [f"kvstore bench --suite: {setup.get('summary', '')}".rstrip(), ""]
+    if results.cpu_rows():
+        lines += [cpu_table(results), ""]
     lines.append(figures_table(results))
     if results.targets():
         lines += ["", targets_table(results)]

@@ -25,6 +25,7 @@ import aiohttp
 
 from kvstore.bench import workload as wl
 from kvstore.bench.console import Console
+from kvstore.bench.cpu import CpuUse, Pinning, affinity, sample, split_cores, used
 from kvstore.bench.etcd import EtcdCluster, etcd_version
 from kvstore.bench.lag import LagSpec, run_lag
 from kvstore.bench.load import LoadResult, run_python
@@ -42,6 +43,7 @@ GET_KEYS = 10_000
 BULK_CONCURRENCY = 4
 BULK_OPS = {"kvstore": 1000, "etcd": 100}  # keys per txn when loading (each one's limit)
 CONVERGE_TIMEOUT = 300.0
+CPU_METRIC = "CPU us/req"  # the first figure of every scenario with requests
 MIB = 1 << 20
 JSON = {"Content-Type": "application/json"}
 KINDS = {
@@ -62,6 +64,7 @@ class SuiteOptions:
     use_wrk: bool = True
     only: tuple[str, ...] = SUITE_SCENARIOS
     workdir: Path | None = None  # kept after the run; None: a temporary directory
+    pin: bool = False  # servers on one core, the suite and its load generators on the others
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Run:
     results: Results
     console: Console
     workdir: Path
+    pinning: Pinning | None = None
 
     def log(self, text: str) -> None:
         self.console.step(text)
@@ -87,16 +91,33 @@ class Run:
         kw.setdefault("value_size", self.opts.value_size)
         return wl.Load(url, kind, connections, self.opts.duration, **kw)
 
-    async def measure(self, system: System, scenario: str, load: wl.Load) -> LoadResult:
-        """The load, by wrk or a Python process of its own."""
+    def pin(self, system: System) -> None:
+        """With --pin, every member's threads on the server cores (again: members restart)."""
+        if self.pinning is not None:
+            system.pin(self.pinning.servers)
+
+    async def measure(
+        self, system: System, scenario: str, load: wl.Load
+    ) -> tuple[LoadResult, CpuUse]:
+        """The load, by wrk or a Python process of its own, and what the members spent on it."""
+        self.pin(system)
+        before = sample(system.pids())
         if self.opts.use_wrk:
-            return await asyncio.to_thread(run_wrk, load, self.workdir)
-        return await run_python([load], f"{system.name} {scenario}", self.console)
+            result = await asyncio.to_thread(run_wrk, load, self.workdir)
+        else:
+            result = await run_python([load], f"{system.name} {scenario}", self.console)
+        return result, used(before, sample(system.pids()))
 
 
 def run_suite(opts: SuiteOptions, console: Console) -> Results:
-    results = Results(setup=setup_info(opts))
+    pinning = split_cores(os.sched_getaffinity(0)) if opts.pin else None
+    results = Results(setup=setup_info(opts, pinning))
     with contextlib.ExitStack() as stack:
+        if pinning is not None:
+            # The suite and every load generator it starts (they inherit it) on the load cores;
+            # the members are moved to the server cores once they run.
+            stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
+            os.sched_setaffinity(0, pinning.load)
         if opts.workdir is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kvstore-bench-")))
         else:
@@ -104,16 +125,18 @@ def run_suite(opts: SuiteOptions, console: Console) -> Results:
         for name in ["kvstore", *(["etcd"] if opts.compare_etcd else [])]:
             workdir = root / name
             workdir.mkdir(parents=True)
-            asyncio.run(_run_system(name, Run(opts, results, console, workdir)))
+            asyncio.run(_run_system(name, Run(opts, results, console, workdir, pinning)))
     return results
 
 
-def setup_info(opts: SuiteOptions) -> dict[str, Any]:
+def setup_info(opts: SuiteOptions, pinning: Pinning | None = None) -> dict[str, Any]:
     generator = WRK if opts.use_wrk else "a Python process (aiohttp)"
+    placement = pinning.describe() if pinning is not None else "unpinned"
     info: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "load_generator": generator,
+        "pinning": placement,
         "options": {
             "duration_s": opts.duration,
             "concurrency": list(opts.concurrency),
@@ -127,7 +150,7 @@ def setup_info(opts: SuiteOptions) -> dict[str, Any]:
     if opts.compare_etcd:
         info["etcd"] = etcd_version()
     compared = f"; compared with {info['etcd']}" if opts.compare_etcd else ""
-    info["summary"] = f"{info['machine']}; closed-loop load by {generator}{compared}"
+    info["summary"] = f"{info['machine']}; {placement}; closed-loop load by {generator}{compared}"
     info["notes"] = [
         f"each closed-loop run lasts {opts.duration:g} s with {opts.value_size}-byte values; "
         "kvstore with KV_DURABILITY=full and etcd with its defaults: both fsync before they answer",
@@ -135,6 +158,8 @@ def setup_info(opts: SuiteOptions) -> dict[str, Any]:
         "follower (etcd: serializable range)",
         f"replication lag: one client process writes {opts.lag_rate:g} keys/s to the writer and "
         "watches a follower; a write's lag runs from the writer's answer to the follower's event",
+        "CPU us/req: utime + stime of every member process (all threads, from /proc/<pid>/stat)"
+        " over the run, divided by the requests answered",
         "catch-up and new-follower times run from the start of the follower's process (its "
         "start time in /proc) until it has applied everything the writer had",
     ]
@@ -165,6 +190,7 @@ async def _with(
     run.log(f"{system.name}: starting {system.size} node(s)")
     try:
         await system.up()
+        run.pin(system)
         await work()
     except BaseException:
         for name, tail in system.log_tails().items():
@@ -179,9 +205,10 @@ async def _with(
 async def _closed_loop(
     system: System, run: Run, scenario: str, title: str, load: wl.Load, per_request: int = 1
 ) -> None:
-    result = await run.measure(system, scenario, load)
+    result, cpu = await run.measure(system, scenario, load)
     unit = "keys/s" if per_request > 1 else "req/s"
     figures = (
+        (CPU_METRIC, cpu.per_request_us(result.ok), LOWER),
         (unit, result.per_second * per_request, HIGHER),
         ("p50 ms", result.latency.p50_ms, LOWER),
         ("p99 ms", result.latency.p99_ms, LOWER),
@@ -190,6 +217,8 @@ async def _closed_loop(
     for metric, value, better in figures:
         run.add(system, Figure(scenario, title, metric, value, better, result.generator))
     info = {"requests": result.ok, "seconds": result.seconds, "url": load.url}
+    info |= {"cpu_s": {k: round(v, 3) for k, v in cpu.seconds.items()}}
+    info |= {"cores": {k: affinity(pid) for k, pid in system.pids().items()}}
     errors = {"errors": result.failed, "error_samples": result.error_samples}
     run.results.detail(system.name, scenario, info | errors)
     if result.ok == 0:
@@ -246,8 +275,13 @@ async def _lag(system: System, run: Run) -> None:
     run.log(f"{system.name}: replication lag at {rate:g} writes/s")
     spec = LagSpec(system.name, system.write_url, system.read_url(1), rate, run.opts.duration,
                    value_size=run.opts.value_size)  # fmt: skip
+    run.pin(system)
+    before = sample(system.pids())
     result = await run_lag(spec, f"{system.name} lag", run.console)
+    cpu = used(before, sample(system.pids()))
     writes, lat, title = result.writes, result.latency, f"lag at {rate:g} writes/s"
+    per_write = cpu.per_request_us(writes.ok)
+    run.add(system, Figure("lag", title, CPU_METRIC, per_write, LOWER, writes.generator))
     for metric, value in (("p50 ms", lat.p50_ms), ("p99 ms", lat.p99_ms), ("max ms", lat.max_ms)):
         run.add(system, Figure("lag", title, metric, value, LOWER, writes.generator))
     info = {"writes": writes.ok + writes.failed, "seen": result.seen}
@@ -268,6 +302,7 @@ async def _catchup(system: System, session: aiohttp.ClientSession, run: Run) -> 
     target = await system.position(session, 0)
     run.log(f"{system.name}: follower restarted")
     started = await system.start_member(member)
+    run.pin(system)
     await converged(system, session, member, target)
     seconds = now() - started
     title = f"catch-up, {writes:,} missed writes"
@@ -282,6 +317,7 @@ async def _new_follower(system: System, session: aiohttp.ClientSession, run: Run
     target = await system.position(session, 0)
     run.log(f"{system.name}: a new follower joins")
     member, started = await system.add_member()
+    run.pin(system)
     await converged(system, session, member, target)
     seconds = now() - started
     title = f"new follower, {keys:,} keys (+ earlier)"

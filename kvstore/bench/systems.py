@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from kvstore.bench.children import BenchError
+from kvstore.bench.cpu import pin
 from kvstore.local.control import ControlClient
 from kvstore.local.pod import free_port
 
@@ -109,6 +110,14 @@ class System(Protocol):
 
     def peak_rss(self) -> dict[str, int]: ...
 
+    def pids(self) -> dict[str, int]:
+        """The process id of each running member, by member name."""
+        ...
+
+    def pin(self, cpus: frozenset[int]) -> None:
+        """Every thread of every member (and of what starts members) on `cpus`."""
+        ...
+
     def log_tails(self) -> dict[str, str]: ...
 
 
@@ -137,6 +146,7 @@ class KvCluster:
         self.env = list(env)
         self.port = free_port()
         self.pods: dict[str, dict[str, Any]] = {}
+        self.supervisor: int | None = None
         self.started = False
 
     def _cli(self, *args: str, timeout: float = START_TIMEOUT + 30) -> None:
@@ -163,6 +173,7 @@ class KvCluster:
         async with ControlClient(self.root) as control:
             cluster = await control.cluster()
         self.pods = {p["name"]: p for p in cluster["pods"]}
+        self.supervisor = int(cluster["pid"]) if cluster.get("pid") else None
 
     @property
     def write_url(self) -> str:
@@ -222,6 +233,15 @@ class KvCluster:
             if rss is not None:
                 out[name] = rss
         return out
+
+    def pids(self) -> dict[str, int]:
+        return {name: int(pod["pid"]) for name, pod in sorted(self.pods.items()) if pod.get("pid")}
+
+    def pin(self, cpus: frozenset[int]) -> None:
+        """The pods and their supervisor (so that the pods it restarts start there too)."""
+        supervisor = [self.supervisor] if self.supervisor is not None else []
+        for pid in [*supervisor, *self.pids().values()]:
+            pin(pid, cpus)
 
     def log_tails(self) -> dict[str, str]:
         logs = sorted((self.root / "logs").glob("*.log"))

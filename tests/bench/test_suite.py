@@ -4,6 +4,7 @@ No timing thresholds: only the report's shape."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,41 @@ def test_suite_with_wrk() -> None:
     gens = {f["generator"] for f in doc["figures"]["kvstore"]}
     assert gens == {"wrk (Lua script), 1 thread"}
     assert _scenarios(doc, "kvstore") == {"put_1n_c2", "get_follower"}
+    _cpu_first(doc, "kvstore", {"put_1n_c2", "get_follower"})
+    assert doc["setup"]["pinning"] == "unpinned"
+    everywhere = sorted(os.sched_getaffinity(0))
+    assert doc["details"]["kvstore"]["put_1n_c2"]["cores"] == {"kv-0": everywhere}
+
+
+def _cpu_first(doc: dict[str, Any], system: str, scenarios: set[str]) -> None:
+    """Each closed-loop scenario's first figure is the members' CPU per request, from the CPU
+    seconds of each member the details keep (all members: the follower GET counts kv-0 too)."""
+    firsts: dict[str, dict[str, Any]] = {}
+    for f in doc["figures"][system]:
+        firsts.setdefault(f["scenario"], f)
+    for scenario in scenarios:
+        assert firsts[scenario]["metric"] == "CPU us/req"
+        detail = doc["details"][system][scenario]
+        total = sum(detail["cpu_s"].values())
+        assert total > 0 and len(detail["cpu_s"]) == (1 if "_1n_" in scenario else 3)
+        assert firsts[scenario]["value"] == pytest.approx(total / detail["requests"] * 1e6)
+    assert {r["scenario"] for r in doc["cpu"]} >= scenarios
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not HAVE_WRK, reason="wrk is not installed (apt-get install wrk)")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin needs 2 cores")
+def test_suite_pinned_puts_members_on_the_first_core() -> None:
+    """--pin: every member's threads on the first core while the load runs on the others."""
+    doc = suite("--load-generator", "wrk", "--only", "put", "--levels", "4", "--pin")
+    cores = sorted(os.sched_getaffinity(0))
+    assert doc["setup"]["pinning"] == f"servers on core(s) {cores[0]}, load on core(s) " + (
+        ",".join(str(c) for c in cores[1:])
+    )
+    _cpu_first(doc, "kvstore", {"put_1n_c4"})
+    assert doc["details"]["kvstore"]["put_1n_c4"]["cores"] == {"kv-0": cores[:1]}
+    names = {t["target"] for t in doc["targets"]}
+    assert not any("pinned" in n for n in names)  # no etcd: no ratio targets
 
 
 @pytest.mark.e2e
