@@ -289,11 +289,13 @@ async def empty_key(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    routes.add(app, "GET", "/v1/kv", list_keys, CLIENT)
-    for method in ("GET", "PUT", "DELETE"):
-        routes.add(app, method, "/v1/kv/", empty_key, CLIENT)
+    # The key routes first: aiohttp tries the resources under /v1/kv in the order they were
+    # added, and these carry nearly every request (neither /v1/kv nor /v1/kv/ can match them).
     routes.add(app, "GET", "/v1/kv/{key:.+}", get_key, CLIENT)
     routes.add(app, "PUT", "/v1/kv/{key:.+}", put_key, CLIENT)
     routes.add(app, "DELETE", "/v1/kv/{key:.+}", delete_key, CLIENT)
+    routes.add(app, "GET", "/v1/kv", list_keys, CLIENT)
+    for method in ("GET", "PUT", "DELETE"):
+        routes.add(app, method, "/v1/kv/", empty_key, CLIENT)
     routes.add(app, "POST", "/v1/txn", txn, CLIENT)
     routes.add(app, "GET", "/v1/watch", watch, CLIENT)
