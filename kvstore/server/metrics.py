@@ -263,31 +263,54 @@ def _follower(node: Node) -> Iterator[Metric]:
     )
 
 
+class _Children:
+    """The labelled children of the request metrics, looked up once per (route, method, code)
+    and kept: `labels()` takes a lock and builds its key on every call."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.counts: dict[tuple[str, str, int], Counter] = {}
+        self.timings: dict[tuple[str, str], Histogram] = {}
+
+    def count(self, route: str, method: str, code: int) -> Counter:
+        key = (route, method, code)
+        child = self.counts.get(key)
+        if child is None:
+            child = self.counts[key] = self.metrics.requests.labels(route, method, str(code))
+        return child
+
+    def timing(self, route: str, method: str) -> Histogram:
+        key = (route, method)
+        child = self.timings.get(key)
+        if child is None:
+            child = self.timings[key] = self.metrics.request_seconds.labels(route, method)
+        return child
+
+
 def middleware(metrics: Metrics) -> Middleware:
     """Count each request by route, method and status, and time it."""
+    children = _Children(metrics)
+    clock = time.perf_counter
 
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await _counted(metrics, request, handler)
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        method = request.method
+        started = clock()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            children.count(name, method, code).inc()
+            children.timing(name, method).observe(clock() - started)
 
     return count
-
-
-async def _counted(metrics: Metrics, request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
-    started = time.perf_counter()
-    code = 500
-    try:
-        response = await handler(request)
-        code = response.status
-        return response
-    except web.HTTPException as exc:
-        code = exc.status
-        raise
-    finally:
-        metrics.requests.labels(name, request.method, str(code)).inc()
-        metrics.request_seconds.labels(name, request.method).observe(time.perf_counter() - started)
 
 
 def handler(metrics: Metrics) -> Handler:
