@@ -96,6 +96,8 @@ def validate_key(key: str, max_bytes: int) -> None:
     """1..max_bytes bytes of UTF-8 without control characters."""
     if not key:
         raise InvalidKey("the key is empty: keys are 1 or more bytes of UTF-8")
+    if key.isascii() and key.isprintable() and len(key) <= max_bytes:
+        return  # the common case, without a pass per character: printable ASCII is 0x20-0x7E
     size = len(key.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise TooLarge(
