@@ -10,6 +10,17 @@ import aiohttp
 from kvstore.errors import TooLarge
 
 MAX_LINE = 256 * 1024 * 1024
+# A sender (snapshot pages, replication stream lines) closes a line once it holds this many
+# bytes of keys and values (each change or row counted with ROW_FRAMING more).
+LINE_BYTES = 4 << 20
+ROW_FRAMING = 64
+
+
+def longest_line(max_key_bytes: int, max_value_bytes: int) -> int:
+    """An upper bound on a line a sender writes: LINE_BYTES and then one more row, with each
+    value in base64 (4/3), each key JSON-escaped (at most 6 bytes a byte) and its framing."""
+    raw = LINE_BYTES + ROW_FRAMING + max_key_bytes + max_value_bytes
+    return 6 * raw + 4096
 
 
 async def iter_lines(

@@ -26,19 +26,26 @@ from kvstore.server import api, backup, health, logs, replication
 from kvstore.server.httputil import errors_middleware
 from kvstore.server.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
 from kvstore.server.page import add_routes as add_page_routes
-from kvstore.store.backup import restore_into
+from kvstore.store.backup import remove_copies, restore_into
 from kvstore.store.store import Store
 
 log = logging.getLogger("kvstore.app")
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-# Values can be up to KV_MAX_VALUE_BYTES, txns larger: handlers enforce their own limits.
-CLIENT_MAX_SIZE = 1 << 40
+# Handlers read bodies themselves, each against its route's limit; aiohttp's own limit (for any
+# read of a whole body) is the largest of them.
+BODY_SLACK = 64 * 1024
+
+
+def client_max_size(settings: Settings) -> int:
+    return max(settings.max_value_bytes, settings.max_txn_bytes) + BODY_SLACK
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
+    for name in remove_copies(s.data_dir):
+        log.info("removed %s, a backup copy left by an earlier process", name)
     if s.restore_from and restore_into(s.data_dir, s.restore_from):
         log.info("started from the backup %s", s.restore_from)
     store = Store(
@@ -99,7 +106,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware], client_max_size=CLIENT_MAX_SIZE
+        middlewares=[metrics_middleware, errors_middleware],
+        client_max_size=client_max_size(settings),
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from kvstore.server import httputil as h
 from kvstore.server.metrics import METRICS
 from kvstore.store import snapshot
 from kvstore.store.feed import follow
-from kvstore.wire import iter_lines
+from kvstore.wire import LINE_BYTES, ROW_FRAMING, iter_lines
 
 log = logging.getLogger("kvstore.replication")
 HEARTBEAT = 1.0
@@ -49,8 +50,9 @@ def _node(request: web.Request) -> Node:
     return node
 
 
-def encode_changes(changes: list[Change], seq: int, max_bytes: int = 4 << 20) -> list[bytes]:
-    """The changes as stream lines, a line holding up to about `max_bytes` of values."""
+def encode_changes(changes: list[Change], seq: int, max_bytes: int = LINE_BYTES) -> list[bytes]:
+    """The changes as stream lines, a line closed once it holds `max_bytes` of keys and values
+    (base64), each change counted with ROW_FRAMING more: a line is at most `longest_line`."""
     lines: list[bytes] = []
     rows: list[list[Any]] = []
     size = 0
@@ -58,7 +60,7 @@ def encode_changes(changes: list[Change], seq: int, max_bytes: int = 4 << 20) ->
     for c in changes:
         value = None if c.value is None else b2a(c.value, newline=False).decode()
         rows.append([c.seq, c.op, c.key, c.version, value, c.ts])
-        size += len(value or "") + len(c.key)
+        size += len(value or "") + len(c.key) + ROW_FRAMING
         if size >= max_bytes:
             lines.append(_changes_line(rows, seq))
             rows, size = [], 0
@@ -123,16 +125,20 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
     request.app[STREAMS].add(task)
     log.info("follower %s connected from seq %d", pod, from_seq)
+    out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
         async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
             seq = node.store.state.seq
             if batch:
                 for line in encode_changes(batch, seq):
-                    await resp.write(line)
+                    await out.write(line)
             else:
-                await resp.write(b'{"t":"hb","seq":%d,"time":%.3f}\n' % (seq, time.time()))
+                await out.write(b'{"t":"hb","seq":%d,"time":%.3f}\n' % (seq, time.time()))
     except KVError as exc:  # e.g. compacted while it lagged: it will reconnect and resume
         log.info("follower %s stream ended: %s", pod, exc.message)
+    except h.Stalled as exc:
+        request.app[METRICS].stream_cut("stream")
+        log.warning("follower %s stream cut off after %d bytes: %s", pod, out.sent, exc)
     except ConnectionError:
         pass
     finally:
@@ -148,27 +154,34 @@ async def snapshot_handler(request: web.Request) -> web.StreamResponse:
         raise NotReady("this pod has no data to copy yet", retry_after=1)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
-    sent, started = 0, time.monotonic()
+    started = time.monotonic()
     to = request.query.get("pod") or request.remote
+    out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
-        async for line in snapshot.produce(node.store):
-            sent += len(line)
-            await resp.write(line)
+        # Closed on the way out, whatever ends the loop: that ends the read transaction.
+        async with contextlib.aclosing(snapshot.produce(node.store)) as lines:
+            async for line in lines:
+                await out.write(line)
+    except h.Stalled as exc:
+        request.app[METRICS].stream_cut("snapshot")
+        log.warning("snapshot to %s cut off after %d bytes: %s", to, out.sent, exc)
+        return resp
     except ConnectionError as exc:
-        log.info("snapshot to %s cut off after %d bytes: %s", to, sent, exc)
+        log.info("snapshot to %s cut off after %d bytes: %s", to, out.sent, exc)
         return resp
     seconds = time.monotonic() - started
-    log.info("snapshot sent to %s: %d bytes in %.2fs", to, sent, seconds)
-    request.app[METRICS].snapshot_sent(sent, seconds)
+    log.info("snapshot sent to %s: %d bytes in %.2fs", to, out.sent, seconds)
+    request.app[METRICS].snapshot_sent(out.sent, seconds)
     return resp
 
 
 async def ack(request: web.Request) -> web.StreamResponse:
     node = _node(request)
+    body = await h.read_body(request, ACK_LINE_BYTES, "an ack")
     try:
-        doc = await request.json()
+        doc = json.loads(body)
         pod, seq = str(doc["pod"]), int(doc["seq"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise InvalidRequest('expected {"pod": <name>, "seq": <applied seq>}') from None
     node.tracker.ack(pod, seq)
     return h.json_response({"ok": True})
