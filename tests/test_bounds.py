@@ -258,14 +258,19 @@ def test_the_followers_read_ahead_is_bounded_in_bytes() -> None:
     ],
 )
 def test_a_txn_body_of_many_values_is_refused_before_it_is_parsed(body: bytes) -> None:
-    limit = 1000
-    assert httputil.json_values(body) > TXN_VALUES_PER_OP * (limit + 1)
+    assert httputil.more_json_values_than(body, TXN_VALUES_PER_OP * 1001)
 
 
 def test_json_values_counts_values_outside_strings() -> None:
     ops = [{"op": "put", "key": 'a,b{[]}"\\,', "value": "AAAA", "if_version": 3}] * 1000
     body = json.dumps({"ops": ops}).encode()
-    assert httputil.json_values(body) <= TXN_VALUES_PER_OP * 1001  # the largest txn fits
+    assert not httputil.more_json_values_than(body, TXN_VALUES_PER_OP * 1001)  # the most ops
+    values = 2 + 1000 * 5  # the document, ops, and each op with its 4 members
+    assert not httputil.more_json_values_than(body, values)
+    assert httputil.more_json_values_than(body, values - 1)
+    quoted = json.dumps({"ops": [{"op": "delete", "key": ",,,,[[[{{{"}] * 10}).encode()
+    assert not httputil.more_json_values_than(quoted, 32)  # what strings hold does not count
+    assert httputil.more_json_values_than(quoted, 31)
 
 
 def test_aiohttps_own_body_limit_follows_the_settings() -> None:

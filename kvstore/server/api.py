@@ -218,7 +218,7 @@ def _decode_value(where: str, raw: Any, limit: int) -> bytes:
 def parse_txn(body: bytes, node: Node) -> list[Op]:
     limit = node.settings.max_txn_ops
     most = TXN_VALUES_PER_OP * (limit + 1)
-    if h.json_values(body) > most:  # what parsing allocates is about proportional to this
+    if h.more_json_values_than(body, most):  # parsing them would cost far more than the body
         raise TooLarge(
             f"the txn body holds more than {most} JSON values: more than {limit} ops "
             "(KV_MAX_TXN_OPS) can hold",

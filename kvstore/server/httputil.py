@@ -181,12 +181,23 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def json_values(body: bytes) -> int:
-    """An upper bound on the number of values a JSON document holds, counted without parsing it
-    (each value but the first follows a comma or opens a container): what parsing it would
-    allocate is about proportional to this, whatever the body's size."""
-    bare = _JSON_STRING.sub(b'""', body)
-    return 1 + bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+def more_json_values_than(body: bytes, most: int) -> bool:
+    """Whether a JSON document holds more than `most` values, found without parsing it and
+    without copying it: what parsing allocates is about proportional to its values. Each value
+    but the first follows a comma or opens a container, so these count them from above; every
+    string is a value or a member's name, no more names than values, so quotes count them from
+    below; only in between are the structural bytes inside strings counted out, one string at a
+    time."""
+    upper = 1 + body.count(b",") + body.count(b"[") + body.count(b"{")
+    if upper <= most:
+        return False
+    if (body.count(b'"') - body.count(b'\\"')) // 4 > most:
+        return True
+    for match in _JSON_STRING.finditer(body):
+        start, end = match.span()
+        upper -= body.count(b",", start, end) + body.count(b"[", start, end)
+        upper -= body.count(b"{", start, end)
+    return upper > most
 
 
 class Stalled(ConnectionError):
