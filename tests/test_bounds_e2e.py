@@ -203,15 +203,20 @@ async def test_bodies_are_refused_by_their_size_before_they_are_parsed(tmp_path:
 async def test_a_min_seq_wait_ends_with_its_connection(tmp_path: Path) -> None:
     async with Cluster(tmp_path, replicas=1) as cluster:
         url = cluster.url(0) + "/v1/kv/a?min_seq=1000000&timeout=3600"
-        requests = [asyncio.create_task(cluster.session.get(url)) for _ in range(20)]
+        timeout = aiohttp.ClientTimeout(total=None)
+        requests = [
+            asyncio.create_task(cluster.session.get(url, timeout=timeout)) for _ in range(20)
+        ]
 
         async def waiting(n: int) -> bool:
             return await metric(cluster, "kvstore_seq_waiters") == n
 
-        await cluster.wait_until(lambda: waiting(20), 30, "20 reads to wait for their seq")
-        for task in requests:
-            task.cancel()
-        await asyncio.gather(*requests, return_exceptions=True)
+        try:
+            await cluster.wait_until(lambda: waiting(20), 30, "20 reads to wait for their seq")
+        finally:
+            for task in requests:
+                task.cancel()
+            await asyncio.gather(*requests, return_exceptions=True)
         await cluster.wait_until(lambda: waiting(0), 30, "the waits to end with their clients")
 
 
