@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -293,8 +294,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
                         await out.write(chunk)
                 else:
                     await out.write(b'{"heartbeat":true,"seq":%d}\n' % store.state.seq)
-        except KVError as exc:
-            await out.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
+        except KVError as exc:  # e.g. compacted while it lagged: the last line says so
+            with contextlib.suppress(ConnectionError):
+                await out.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
         except h.Stalled as exc:
             request.app[METRICS].stream_cut("watch")
             log.warning("watch of %r from %s cut off: %s", prefix, request.remote, exc)
