@@ -215,12 +215,18 @@ class DeadlineWriter:
         self.sent = 0
 
     async def write(self, data: bytes) -> None:
+        self.sent += len(data)
+        transport = self.request.transport
+        if transport is not None:
+            _, high = transport.get_write_buffer_limits()
+            if transport.get_write_buffer_size() + len(data) < high:
+                await self.resp.write(data)  # it fits: the write cannot wait for the reader
+                return
         try:
-            async with asyncio.timeout(self.timeout):  # the usual case: one timer, no task
+            async with asyncio.timeout(self.timeout):  # one timer, no task
                 await self.resp.write(data)
         except TimeoutError:
             await self._wait_for_reader()
-        self.sent += len(data)
 
     async def _wait_for_reader(self) -> None:
         """The data is in the transport's buffer, which is not draining: wait while the reader

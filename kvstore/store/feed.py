@@ -17,7 +17,6 @@ seconds pass without a change for it, whatever else is written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from kvstore.store.store import CHANGE_OVERHEAD, Store
 READ_LIMIT = 2000  # changes per log read
 READ_BYTES = 4 << 20  # bytes of keys and values per log read
 BUFFER_BYTES = 4 << 20  # a subscription's in-memory buffer, in bytes of keys and values
+TICK = 0.25  # the heartbeat clock's period, at most
 
 
 def change_bytes(changes: list[Change]) -> int:
@@ -51,6 +51,8 @@ class Subscription:
         self.start: int | None = feed.published + 1
         self.event = asyncio.Event()
         self.overflows = 0
+        self.heartbeat: float | None = None  # while following
+        self.due: float | None = None  # while waiting: when the clock must wake it (loop time)
 
     def __enter__(self) -> Subscription:
         return self
@@ -123,12 +125,17 @@ class Subscription:
                 continue
             if not more:
                 self.event.clear()
-                wait = beat - loop.time()
-                if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait):  # cheaper than wait_for's task
-                            await self.event.wait()
-            if loop.time() >= beat:
+                if loop.time() < beat:
+                    # One clock wakes every waiting subscription whose heartbeat is due: no
+                    # timer of its own to arm and cancel at each wait.
+                    self.due = beat
+                    self.heartbeat = heartbeat
+                    self.feed.clock()
+                    try:
+                        await self.event.wait()
+                    finally:
+                        self.due = None
+            if loop.time() >= beat - self.feed.tick_for(heartbeat):
                 yield []
                 beat = loop.time() + heartbeat
 
@@ -142,7 +149,40 @@ class Feed:
         self.by_prefix: dict[str, set[Subscription]] = {}
         self.lengths: list[int] = []  # the distinct prefix lengths in use, ascending
         self.kinds: Counter[str] = Counter()
+        self._tick: asyncio.TimerHandle | None = None
         store.add_listener(self._on_commit)
+
+    @staticmethod
+    def tick_for(heartbeat: float) -> float:
+        """How often the clock looks for due heartbeats: a subscription hears one at most this
+        much before `heartbeat` seconds have passed, never after."""
+        return min(TICK, heartbeat / 4)
+
+    def clock(self) -> None:
+        """Arm the heartbeat clock if it is not armed (it stays armed while anyone waits)."""
+        if self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._tick = loop.call_later(self._next_tick(), self._on_tick, loop)
+
+    def _next_tick(self) -> float:
+        beats = [s.heartbeat for subs in self.by_prefix.values() for s in subs if s.heartbeat]
+        return self.tick_for(min(beats)) if beats else TICK
+
+    def _on_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._tick = None
+        now, waiting = loop.time(), False
+        shortest = TICK * 4
+        for subs in self.by_prefix.values():
+            for sub in subs:
+                if sub.due is None:
+                    continue
+                waiting = True
+                beat = sub.heartbeat or TICK
+                shortest = min(shortest, beat)
+                if sub.due - self.tick_for(beat) <= now:
+                    sub.event.set()
+        if waiting:
+            self._tick = loop.call_later(self.tick_for(shortest), self._on_tick, loop)
 
     def count(self, kind: str) -> int:
         return self.kinds[kind]
