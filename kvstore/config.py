@@ -10,8 +10,8 @@ import argparse
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -238,6 +238,12 @@ class Settings:
     def srv_name(self) -> str:
         return f"_http._tcp.{self.service_domain}"
 
+    @property
+    def replication_secret(self) -> str | None:
+        """The token the replication endpoints need and followers send: KV_REPLICATION_TOKEN,
+        else KV_AUTH_TOKEN (a store with a client token never serves its data without one)."""
+        return self.replication_token or self.auth_token
+
 
 def _convert(setting: Setting, raw: str) -> Any:
     if setting.kind is bool:
@@ -339,10 +345,6 @@ def flags_from(namespace: argparse.Namespace) -> dict[str, str | None]:
     return {s.field: getattr(namespace, s.field, None) for s in SETTINGS}
 
 
-def settings_fields() -> Sequence[str]:
-    return [f.name for f in fields(Settings)]
-
-
 def settings_table() -> str:
     """The README's settings table, in Markdown; a test keeps the README equal to it."""
     rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
@@ -350,12 +352,3 @@ def settings_table() -> str:
         meaning = s.help + (f" (one of: {', '.join(s.choices)})" if s.choices else "")
         rows.append(f"| `{s.env}` | `{s.flag}` | {s.shown_default()} | {meaning} |")
     return "\n".join(rows) + "\n"
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    """The settings as a dict with secrets masked, for logs and status."""
-    out: dict[str, Any] = {}
-    for s in SETTINGS:
-        value = getattr(settings, s.field)
-        out[s.env] = "***" if (s.secret and value) else value
-    return out

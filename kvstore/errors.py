@@ -1,9 +1,12 @@
-"""Domain errors. Each has a `code` word that clients see; api.py maps each class to one HTTP
-status in one middleware. Nothing here knows about HTTP.
+"""Domain errors. Each has a `code` word that clients see and fixed detail keys; the server
+maps each class to one HTTP status in one place (kvstore/server/httputil.py). Errors that come
+back over the wire are decoded here, once (`from_wire`), for the client, the peer client and the
+manager's restore alike. Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -16,10 +19,17 @@ class KVError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.wire_code: str | None = None  # the code an answer carried, when not one of ours
+        self.wire_status: int | None = None  # the status of the answer it was decoded from
+
+
+# Each class says when it is raised; its `details` keys are fixed, listed per class.
 
 
 # --- the client sent something we cannot take (400) ----------------------------------------
 class InvalidKey(KVError):
+    """The key is empty, too long, not UTF-8 or holds a control character."""
+
     code = "invalid_key"
 
 
@@ -59,10 +69,15 @@ class Compacted(KVError):
 
 # --- the stores disagree on history (409) ----------------------------------------------------
 class EpochMismatch(KVError):
+    """Two stores of different data sets met. Details: `ours` (the epoch of the store that
+    raised it), `theirs` (the other one's)."""
+
     code = "epoch_mismatch"
 
 
 class Diverged(KVError):
+    """A follower's history is not the manager's. Details: `seq` (the first seq where they part)."""
+
     code = "diverged"
 
 
@@ -86,3 +101,31 @@ class StoreClosed(KVError):
 # --- waited and gave up (504) ----------------------------------------------------------------
 class WaitTimeout(KVError):
     code = "timeout"
+
+
+def _all(cls: type[KVError]) -> list[type[KVError]]:
+    return [cls] + [sub for child in cls.__subclasses__() for sub in _all(child)]
+
+
+# code -> class, for every error this module defines (a subclass elsewhere never replaces one).
+BY_CODE: dict[str, type[KVError]] = {
+    c.code: c for c in reversed(_all(KVError)) if c.__module__ == __name__
+}
+
+
+def from_wire(status: int, body: bytes, fallback: type[KVError] = KVError) -> KVError:
+    """The domain error for an error answer `{"error": {"code", "message", ...}}`. An unknown
+    code or a body that is not ours gives `fallback`, with the status and what the body said."""
+    try:
+        err = json.loads(body)["error"]
+        code, message = str(err["code"]), str(err["message"])
+        details = {k: v for k, v in err.items() if k not in ("code", "message")}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        text = body[:200].decode("utf-8", "replace").strip()
+        exc = fallback(f"answered {status}" + (f": {text}" if text else ""))
+    else:
+        cls = BY_CODE.get(code)
+        exc = (cls or fallback)(message, **details)
+        exc.wire_code = None if cls else code
+    exc.wire_status = status
+    return exc

@@ -12,15 +12,14 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 
-from kvstore import __version__, config
+from kvstore import __version__
 from kvstore.cli.connection import add_connection_arguments
-from kvstore.cli.exits import EXIT_USAGE, Sub
 
 Handler = Callable[[argparse.Namespace], int]
 
 # command -> (module with `register(sub)`, one line of help). A module may register several.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("kvstore.cli.main", "run one pod's server"),
+    "serve": ("kvstore.cli.serve", "run one pod's server"),
     "get": ("kvstore.cli.kv", "print a key's value (raw bytes)"),
     "put": ("kvstore.cli.kv", "set a key's value"),
     "delete": ("kvstore.cli.kv", "delete a key"),
@@ -33,27 +32,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("kvstore.local.cli", "run a StatefulSet of kvstore pods on this machine"),
     "chaos": ("kvstore.local.chaos", "delete pods under load, then check consistency"),
 }
-
-
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(flags=config.flags_from(args))
-    except config.ConfigError as exc:
-        print(f"kvstore serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    from kvstore.server.app import run  # the server is loaded only to serve
-
-    return run(settings)
-
-
-def register(sub: Sub) -> None:
-    serve = sub.add_parser(
-        "serve",
-        help=COMMANDS["serve"][1],
-        description="Run one pod's server. Every flag is also an environment variable.",
-    )
-    config.add_arguments(serve)
-    serve.set_defaults(func=_serve)
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -12,32 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-import aiohttp
-
+from kvstore import wire
 from kvstore.cluster.node import Node
+from kvstore.cluster.peer import AcksUnsupported, SnapshotTaken, decode_line
 from kvstore.errors import Compacted, Diverged, EpochMismatch, KVError, ManagerUnavailable
 from kvstore.model import Change
-from kvstore.server.metrics import Metrics
-from kvstore.server.replication import ACKS_PATH, decode_changes
-from kvstore.store import snapshot
-from kvstore.wire import ROW_FRAMING, iter_lines
+from kvstore.store.snapshot import Header
+from kvstore.wire import ROW_FRAMING
 
 log = logging.getLogger("kvstore.follower")
-HEARTBEAT_TIMEOUT = 5.0
 APPLY_CHUNK = 5000
 MAX_PENDING_BYTES = 16 << 20  # read-ahead: bytes of keys and values received, not yet applied
-ERRORS = {"compacted": Compacted, "epoch_mismatch": EpochMismatch, "diverged": Diverged}
-
-
-class AcksUnsupported(Exception):
-    """The manager has no long acks request (an older version): acks go one at a time."""
+SnapshotHook = Callable[[SnapshotTaken], None]  # metrics: a snapshot was installed
 
 
 class Backoff:
@@ -67,17 +59,15 @@ async def first_error(*coros: Coroutine[Any, Any, None]) -> None:
 
 
 class Follower:
-    def __init__(self, node: Node, metrics: Metrics | None = None) -> None:
-        self.node, self.metrics = node, metrics
+    def __init__(self, node: Node, on_snapshot: SnapshotHook | None = None) -> None:
+        self.node, self.on_snapshot = node, on_snapshot
         self.store = node.store
-        self.progress = node.progress
+        self.progress = node.link
+        self.peers = node.peers
+        self.pod = node.settings.pod_name
         self.backoff = Backoff()
         self.need_snapshot = False
         self.failing = False
-
-    def _headers(self) -> dict[str, str]:
-        token = self.node.settings.replication_token
-        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def run(self) -> None:
         while True:
@@ -96,7 +86,10 @@ class Follower:
 
     def _report(self, exc: KVError) -> None:
         if isinstance(exc, EpochMismatch):
-            self.progress.epoch_mismatch = str(exc.details.get("epoch") or exc.message)
+            # The manager's epoch: `ours` in its answer, `theirs` when raised here.
+            side = "ours" if exc.wire_status is not None else "theirs"
+            manager = exc.details.get(side) or exc.details.get("epoch") or exc.message
+            self.progress.epoch_mismatch = str(manager)
         else:
             self.progress.diverged = exc.message
         self._failed(exc.message)
@@ -125,25 +118,16 @@ class Follower:
         if self.store.state.epoch is None or self.need_snapshot:
             await self._snapshot(url)
         st = self.store.state
-        params = {
-            "from": str(st.seq + 1),
-            "epoch": st.epoch or "",
-            "pod": self.node.settings.pod_name,
-        }
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=HEARTBEAT_TIMEOUT)
-        async with self.node.session.get(
-            f"{url}/v1/replication/stream", params=params, headers=self._headers(), timeout=timeout
-        ) as resp:
-            await _raise_for(resp)
-            lines = iter_lines(resp.content)
-            hello = json.loads(await anext(lines))
+        params = {"from": str(st.seq + 1), "epoch": st.epoch or "", "pod": self.pod}
+        async with self.peers.stream(url, params) as lines:
+            hello = decode_line(await anext(lines, b"{}"))
             self._connected(url, hello)
             await first_error(self._pump(lines), self._acker(url))
 
     def _connected(self, url: str, hello: dict[str, Any]) -> None:
         p = self.progress
         p.connected, p.manager_url, p.lost_at = True, url, None
-        p.manager_seq = max(p.manager_seq, int(hello["seq"]))
+        p.manager_seq = max(p.manager_seq, int(hello.get("seq", 0)))
         p.last_heard = time.monotonic()
         p.epoch_mismatch = p.diverged = None
         self.backoff.reset()
@@ -166,11 +150,11 @@ class Follower:
     async def _read(self, lines: AsyncIterator[bytes], pending: _ReadAhead) -> None:
         p = self.progress
         async for line in lines:
-            msg = json.loads(line)
+            msg = decode_line(line)
             p.last_heard = time.monotonic()
             p.manager_seq = max(p.manager_seq, int(msg.get("seq", 0)))
             if msg.get("t") == "c":
-                pending.add(decode_changes(msg))
+                pending.add(wire.decode_changes(msg))
                 while pending.bytes > MAX_PENDING_BYTES:
                     pending.drained.clear()
                     await pending.drained.wait()
@@ -200,23 +184,14 @@ class Follower:
             await self._post_acks(url)
 
     async def _stream_acks(self, url: str) -> None:
-        async with self.node.session.post(
-            url + ACKS_PATH,
-            params={"pod": self.node.settings.pod_name},
-            data=self._ack_lines(),
-            headers=self._headers() | {"Content-Type": "application/x-ndjson"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3),
-        ) as resp:
-            if resp.status in (404, 405):
-                raise AcksUnsupported()
-            await _raise_for(resp)
+        await self.peers.post_acks(url, self.pod, self._ack_lines())
         raise ManagerUnavailable("the manager ended the acks request")
 
     async def _ack_lines(self) -> AsyncIterator[bytes]:
         """A line with the applied seq each time it moves (what moved while the last line was
         being sent goes in the next one), and every second."""
         async for seq in self._applied():
-            yield b'{"seq":%d}\n' % seq
+            yield wire.ack_line(seq)
 
     async def _applied(self) -> AsyncIterator[int]:
         changed = asyncio.Event()
@@ -238,52 +213,32 @@ class Follower:
 
     async def _post_acks(self, url: str) -> None:
         async for seq in self._applied():
-            await self._post_ack(url, seq)
-
-    async def _post_ack(self, url: str, seq: int) -> None:
-        body = {"pod": self.node.settings.pod_name, "seq": seq}
-        async with self.node.session.post(
-            f"{url}/v1/replication/ack",
-            json=body,
-            headers=self._headers(),
-            timeout=aiohttp.ClientTimeout(total=3),
-        ) as resp:
-            await _raise_for(resp)
+            await self.peers.post_ack(url, self.pod, seq)
 
     async def _snapshot(self, url: str) -> None:
-        p = self.progress
-        started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
-        async with self.node.session.get(
-            f"{url}/v1/replication/snapshot",
-            params={"pod": self.node.settings.pod_name},
-            headers=self._headers(),
-            timeout=timeout,
-        ) as resp:
-            await _raise_for(resp)
-            lines = iter_lines(resp.content)
-            header = snapshot.parse_header(await anext(lines))
-            ours = self.store.state.epoch
-            if ours is not None and header.epoch != ours:
-                raise EpochMismatch(
-                    f"the manager's epoch is {header.epoch}, ours is {ours}", epoch=header.epoch
-                )
-            log.info("snapshot: installing %d keys at seq %d from %s", header.keys, header.seq, url)
-            await snapshot.install(self.store, header, lines, self._snapshot_progress)
-            await resp.content.read()  # to the end, so that the manager's send completes
-            if self.metrics is not None:
-                seconds = time.monotonic() - started
-                self.metrics.snapshot_installed(resp.content.total_bytes, seconds)
+        taken = await self.peers.take_snapshot(
+            url, self.store, self._check_snapshot, self._snapshot_progress
+        )
+        p, header = self.progress, taken.header
         p.snapshots_installed += 1
         p.snapshot_progress = None
         p.manager_seq = max(p.manager_seq, header.seq)
         self.need_snapshot = False
+        if self.on_snapshot is not None:
+            self.on_snapshot(taken)
         log.info(
-            "snapshot: installed %d keys at seq %d in %.2fs",
-            header.keys,
-            header.seq,
-            time.monotonic() - started,
+            "snapshot: installed %d keys at seq %d in %.2fs", header.keys, header.seq, taken.seconds
         )
+
+    def _check_snapshot(self, header: Header) -> None:
+        ours = self.store.state.epoch
+        if ours is not None and header.epoch != ours:
+            raise EpochMismatch(
+                f"the manager's epoch is {header.epoch}, ours is {ours}",
+                ours=ours,
+                theirs=header.epoch,
+            )
+        log.info("snapshot: installing %d keys at seq %d", header.keys, header.seq)
 
     def _snapshot_progress(self, done: int, total: int) -> None:
         before = self.progress.snapshot_progress
@@ -322,17 +277,3 @@ class _ReadAhead:
         self.bytes -= size
         self.drained.set()
         return batch
-
-
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
-    """Turn a JSON error answer into the matching domain error."""
-    if resp.status < 400:
-        return
-    try:
-        err = (await resp.json())["error"]
-        code, message = err["code"], err["message"]
-    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
-        raise ManagerUnavailable(f"the manager answered {resp.status}") from None
-    cls = ERRORS.get(code, ManagerUnavailable)
-    details = {k: v for k, v in err.items() if k not in ("code", "message")}
-    raise cls(message, **details)

@@ -1,99 +1,30 @@
 """One pod's runtime state: its settings, its store, and what it knows of the other pods.
 
-The manager keeps a `FollowerTracker` (who streams from it and how far each has applied, for
-`ack=N`, status and metrics); a follower keeps a `Progress` (its link to the manager).
+The manager keeps a `FollowerTracker` (who streams from it and how far each has applied); a
+follower keeps a `ManagerLink` (its link to the manager). The HTTP layer sees a node only
+through `NodeView`: may this pod serve, is it ready and why, how stale it is, its status.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import aiohttp
+from typing import Any, Protocol
 
 from kvstore.cluster.discovery import Discovery
+from kvstore.cluster.peer import PeerClient
+from kvstore.cluster.tracker import FollowerTracker
 from kvstore.config import Settings
-from kvstore.errors import NotReady, WaitTimeout
+from kvstore.errors import NotReady
+from kvstore.model import digest_hex
 from kvstore.store.store import Store
 
-
-class PeerAnswered(ValueError):
-    """A peer answered, but not with its status."""
-
-
-@dataclass
-class FollowerInfo:
-    pod: str
-    acked_seq: int = 0
-    streams: int = 0  # open replication streams: a reconnect may open one before the old ends
-    since: float = field(default_factory=time.time)  # when it (re)connected
-    last_ack: float = field(default_factory=time.monotonic)
-
-
-class FollowerTracker:
-    """On the manager: each follower's acked seq, and waiters for `ack=N`."""
-
-    def __init__(self) -> None:
-        self.followers: dict[str, FollowerInfo] = {}
-        self._changed = asyncio.Event()
-
-    def info(self, pod: str) -> FollowerInfo:
-        if pod not in self.followers:
-            self.followers[pod] = FollowerInfo(pod)
-        return self.followers[pod]
-
-    def connected(self, pod: str, up: bool) -> None:
-        info = self.info(pod)
-        info.streams += 1 if up else -1
-        if up:
-            info.since = time.time()
-
-    def ack(self, pod: str, seq: int) -> None:
-        info = self.info(pod)
-        info.acked_seq = max(info.acked_seq, seq)
-        info.last_ack = time.monotonic()
-        self._changed.set()
-
-    def count_at(self, seq: int) -> int:
-        return sum(1 for f in self.followers.values() if f.acked_seq >= seq)
-
-    async def wait_for(self, n: int, seq: int, timeout: float) -> None:
-        """Return once `n` followers applied `seq`; WaitTimeout names how many did."""
-        deadline = time.monotonic() + timeout
-        while self.count_at(seq) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                got = self.count_at(seq)
-                raise WaitTimeout(
-                    f"committed at seq {seq}, but only {got} of the {n} followers asked for "
-                    f"applied it within {timeout:g}s",
-                    acked=got,
-                    wanted=n,
-                    seq=seq,
-                )
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                continue
-
-    def describe(self, manager_seq: int) -> list[dict[str, Any]]:
-        return [
-            {
-                "pod": f.pod,
-                "acked_seq": f.acked_seq,
-                "lag_entries": max(0, manager_seq - f.acked_seq),
-                "connected": f.streams > 0,
-                "since": f.since,
-            }
-            for f in sorted(self.followers.values(), key=lambda f: f.pod)
-        ]
+NEVER_CONNECTED_GRACE = 10.0  # seconds a follower may be without its manager and stay ready
+Check = tuple[bool, str]  # (passed, the line /readyz shows)
 
 
 @dataclass
-class Progress:
+class ManagerLink:
     """On a follower: the link to the manager."""
 
     started: float = field(default_factory=time.monotonic)
@@ -111,14 +42,33 @@ class Progress:
     snapshot_progress: tuple[int, int] | None = None
 
 
+class NodeView(Protocol):
+    """What the HTTP handlers need of a pod (tests/fakes.py has a stand-in)."""
+
+    settings: Settings
+    store: Store
+    shutting_down: bool
+
+    @property
+    def is_manager(self) -> bool: ...
+
+    def require_data(self) -> None: ...
+
+    def readiness(self) -> list[Check]: ...
+
+    def lag(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Node:
     settings: Settings
     store: Store
     discovery: Discovery
-    session: aiohttp.ClientSession
+    peers: PeerClient
     tracker: FollowerTracker = field(default_factory=FollowerTracker)
-    progress: Progress = field(default_factory=Progress)
+    link: ManagerLink = field(default_factory=ManagerLink)
     restoring: bool = True  # the manager, until its store has an epoch
     shutting_down: bool = False
     started_at: float = field(default_factory=time.time)
@@ -132,6 +82,7 @@ class Node:
         return self.store.state.epoch is not None
 
     def require_data(self) -> None:
+        """May this pod serve data now? NotReady (503) says why not."""
         if self.is_manager and self.restoring:
             raise NotReady(
                 "the manager is starting (restoring its data from peers); retry shortly",
@@ -144,21 +95,85 @@ class Node:
                 retry_after=1,
             )
 
-    async def peer_status(self, url: str, timeout: float) -> dict[str, Any]:
-        """Another pod's `/v1/status`. Raises TimeoutError, aiohttp.ClientError or OSError when
-        it cannot be had, and PeerAnswered for an answer other than 200."""
-        token = self.settings.auth_token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        wait = aiohttp.ClientTimeout(total=timeout)
-        async with self.session.get(f"{url}/v1/status", headers=headers, timeout=wait) as resp:
-            if resp.status != 200:
-                raise PeerAnswered(f"/v1/status answered {resp.status}")
-            doc: dict[str, Any] = await resp.json()
-            return doc
-
     def lag(self) -> dict[str, Any]:
         if self.is_manager:
             return {"entries": 0, "seconds": 0.0}
-        entries = max(0, self.progress.manager_seq - self.store.state.seq)
-        seconds = 0.0 if entries == 0 else time.monotonic() - self.progress.caught_up_at
+        entries = max(0, self.link.manager_seq - self.store.state.seq)
+        seconds = 0.0 if entries == 0 else time.monotonic() - self.link.caught_up_at
         return {"entries": entries, "seconds": round(seconds, 3)}
+
+    def readiness(self) -> list[Check]:
+        """Each readiness check as (passed, line)."""
+        out: list[Check] = [(not self.store.closed, "db ok")]
+        if self.shutting_down:
+            out.append((False, "shutdown: in progress"))
+        if self.is_manager:
+            word = "running" if self.restoring else "done"
+            out.append((not self.restoring, "restore: " + word))
+            return out
+        return out + self._follower_checks()
+
+    def _follower_checks(self) -> list[Check]:
+        p, has = self.link, self.has_data
+        out: list[Check] = [(has, "data: " + ("installed" if has else "no snapshot yet"))]
+        if p.epoch_mismatch:
+            out.append(
+                (False, f"epoch: ours {self.store.state.epoch}, manager's {p.epoch_mismatch}")
+            )
+        if p.diverged:
+            out.append((False, f"history: {p.diverged}"))
+        out.append(self._link_check())
+        lag, most = self.lag()["entries"], self.settings.ready_max_lag
+        out.append((lag <= most, f"lag: {lag} entries (max {most})"))
+        return out
+
+    def _link_check(self) -> Check:
+        p = self.link
+        if p.connected:
+            return True, "replication: connected"
+        lost = time.monotonic() - (p.lost_at if p.lost_at is not None else p.started)
+        return lost < NEVER_CONNECTED_GRACE, f"replication: no manager for {lost:.0f}s"
+
+    @property
+    def ready(self) -> bool:
+        return all(ok for ok, _ in self.readiness())
+
+    def status(self) -> dict[str, Any]:
+        st, s = self.store.state, self.settings
+        doc: dict[str, Any] = {
+            "pod": s.pod_name,
+            "ordinal": s.ordinal,
+            "role": s.role,
+            "revision": s.revision,
+            "epoch": st.epoch,
+            "applied_seq": st.seq,
+            "oldest_seq": st.oldest_seq,
+            "keys": st.keys,
+            "digest": digest_hex(st.digest),
+            "ready": self.ready,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "lag": self.lag(),
+        }
+        return doc | (self._manager_status() if self.is_manager else self._follower_status())
+
+    def _manager_status(self) -> dict[str, Any]:
+        s, seq = self.settings, self.store.state.seq
+        return {
+            "manager": {"url": f"http://{s.host}:{s.port}", "seq": seq, "connected": True},
+            "followers": self.tracker.describe(seq),
+            "restoring": self.restoring,
+        }
+
+    def _follower_status(self) -> dict[str, Any]:
+        p = self.link
+        return {
+            "manager": {"url": p.manager_url, "seq": p.manager_seq, "connected": p.connected},
+            "replication": {
+                "reconnects": p.reconnects,
+                "snapshots_installed": p.snapshots_installed,
+                "snapshot_progress": p.snapshot_progress,
+                "last_error": p.last_error,
+                "epoch_mismatch": p.epoch_mismatch,
+                "diverged": p.diverged,
+            },
+        }

@@ -15,8 +15,6 @@ import aiohttp
 from kvstore.cluster.discovery import Peer
 from kvstore.cluster.node import Node
 from kvstore.errors import KVError
-from kvstore.store import snapshot
-from kvstore.wire import iter_lines
 
 log = logging.getLogger("kvstore.restore")
 ASK_TIMEOUT = 3.0
@@ -25,8 +23,8 @@ RETRY_DELAY = 1.0
 
 async def _ask(node: Node, peer: Peer) -> dict[str, Any] | None:
     try:
-        return await node.peer_status(peer.url, ASK_TIMEOUT)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return await node.peers.status(peer.url, ASK_TIMEOUT)
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KVError):
         return None
 
 
@@ -44,24 +42,10 @@ async def _candidates(node: Node) -> list[tuple[int, Peer, str]]:
 
 
 async def _restore_from(node: Node, peer: Peer) -> None:
-    token = node.settings.replication_token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=30)
-    async with node.session.get(
-        f"{peer.url}/v1/replication/snapshot", headers=headers, timeout=timeout
-    ) as resp:
-        resp.raise_for_status()
-        lines = iter_lines(resp.content)
-        header = snapshot.parse_header(await anext(lines))
-        await snapshot.install(node.store, header, lines)
-        async for _ in lines:  # read to the end, so the sender finishes (and counts) it
-            pass
+    taken = await node.peers.take_snapshot(peer.url, node.store)
+    h = taken.header
     log.info(
-        "restore: took %d keys at seq %d, epoch %s, from %s",
-        header.keys,
-        header.seq,
-        header.epoch,
-        peer.name,
+        "restore: took %d keys at seq %d, epoch %s, from %s", h.keys, h.seq, h.epoch, peer.name
     )
 
 

@@ -3,10 +3,8 @@ domain exceptions that httputil's middleware turns into JSON."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -16,16 +14,16 @@ from aiohttp import web
 
 from kvstore.cluster.node import Node
 from kvstore.errors import Compacted, InvalidKey, InvalidRequest, KeyNotFound, KVError, TooLarge
-from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, validate_key
+from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, WriteResult, validate_key
 from kvstore.server import httputil as h
+from kvstore.server import routes
 from kvstore.server.forward import forward
-from kvstore.server.metrics import METRICS
-from kvstore.store.feed import subscribe
+from kvstore.server.keys import METRICS, NODE
+from kvstore.server.routes import CLIENT
+from kvstore.store.feed import Subscription, subscribe
 from kvstore.wire import LINE_BYTES
 
 log = logging.getLogger("kvstore.api")
-NODE = web.AppKey("node", Node)
-STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 DEFAULT_WAIT = 5.0
 WATCH_HEARTBEAT = 2.0
 TXN_FIELDS = {"op", "key", "value", "if_version"}
@@ -35,9 +33,7 @@ TXN_VALUES_PER_OP = 2 * len(TXN_FIELDS) + 2
 
 
 def _node(request: web.Request) -> Node:
-    node = request.app[NODE]
-    h.check_token(request, node.settings.auth_token, "the client API")
-    return node
+    return request.app[NODE]
 
 
 def _headers(node: Node, version: int | None = None) -> dict[str, str]:
@@ -91,7 +87,8 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(PUT, key, body, **cond)])))[0]
-    seq, version = result["seq"], result["version"]
+    assert isinstance(result, WriteResult)
+    seq, version = result.seq, result.version
     await _acked(node, ack, seq)
     headers = {
         "X-KV-Seq": str(seq),
@@ -99,7 +96,7 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         "ETag": f'"{version}"',
     }
     out = {"key": key, "version": version, "seq": seq}
-    return h.json_response(out, 201 if result["created"] else 200, headers)
+    return h.json_response(out, 201 if result.created else 200, headers)
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
@@ -111,9 +108,10 @@ async def delete_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, b"")
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(DELETE, key, **cond)])))[0]
-    await _acked(node, ack, result["seq"])
-    headers = _headers(node) | {"X-KV-Seq": str(result["seq"])}
-    return h.json_response({"key": key, "seq": result["seq"]}, 200, headers)
+    assert result.seq is not None  # a missing key is a 404 outside a txn
+    await _acked(node, ack, result.seq)
+    headers = _headers(node) | {"X-KV-Seq": str(result.seq)}
+    return h.json_response({"key": key, "seq": result.seq}, 200, headers)
 
 
 async def _get_options(request: web.Request, node: Node) -> web.StreamResponse | None:
@@ -252,12 +250,13 @@ async def txn(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     results = await node.store.write(WriteRequest(ops, txn=True))
-    seqs = [r["seq"] for r in results if "seq" in r]
+    seqs = [r.seq for r in results if r.seq is not None]
     request.app[METRICS].count_txn(len(seqs))
     seq = seqs[-1] if seqs else node.store.state.seq
     await _acked(node, ack, seq)
     headers = _headers(node) | {"X-KV-Seq": str(seq)}
-    return h.json_response({"seq": seq, "results": results}, 200, headers)
+    out = {"seq": seq, "results": [r.to_json() for r in results]}
+    return h.json_response(out, 200, headers)
 
 
 def change_json(c: Change) -> dict[str, Any]:
@@ -283,28 +282,29 @@ async def watch(request: web.Request) -> web.StreamResponse:
     with subscribe(store, prefix, kind="watch", limit=node.settings.max_watches) as sub:
         resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        task = asyncio.current_task()
-        assert task is not None
-        node_streams(request).add(task)
         out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
         try:
-            async for batch in sub.follow(since + 1, WATCH_HEARTBEAT):
-                if batch:
-                    for chunk in _watch_lines(batch):
-                        await out.write(chunk)
-                else:
-                    await out.write(b'{"heartbeat":true,"seq":%d}\n' % store.state.seq)
-        except KVError as exc:  # e.g. compacted while it lagged: the last line says so
-            with contextlib.suppress(ConnectionError):
-                await out.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
+            with routes.tracked_stream(request):
+                await _send_watch(sub, out, since)
         except h.Stalled as exc:
             request.app[METRICS].stream_cut("watch")
             log.warning("watch of %r from %s cut off: %s", prefix, request.remote, exc)
         except ConnectionError:
             pass  # the watcher went away
-        finally:
-            node_streams(request).discard(task)
     return resp
+
+
+async def _send_watch(sub: Subscription, out: h.DeadlineWriter, since: int) -> None:
+    store = sub.feed.store
+    try:
+        async for batch in sub.follow(since + 1, WATCH_HEARTBEAT):
+            if batch:
+                for chunk in _watch_lines(batch):
+                    await out.write(chunk)
+            else:
+                await out.write(b'{"heartbeat":true,"seq":%d}\n' % store.state.seq)
+    except KVError as exc:  # e.g. compacted while it lagged: the last line says so
+        await out.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
 
 
 def _watch_lines(batch: list[Change]) -> Iterator[bytes]:
@@ -321,21 +321,17 @@ def _watch_lines(batch: list[Change]) -> Iterator[bytes]:
         yield ("\n".join(lines) + "\n").encode()
 
 
-def node_streams(request: web.Request) -> set[asyncio.Task[Any]]:
-    return request.app[STREAMS]
-
-
 async def empty_key(request: web.Request) -> web.StreamResponse:
     _node(request)
     raise InvalidKey("the key is empty: keys are 1 or more bytes of UTF-8")
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/kv", list_keys)
+    routes.add(app, "GET", "/v1/kv", list_keys, CLIENT)
     for method in ("GET", "PUT", "DELETE"):
-        app.router.add_route(method, "/v1/kv/", empty_key)
-    app.router.add_route("GET", "/v1/kv/{key:.+}", get_key)
-    app.router.add_route("PUT", "/v1/kv/{key:.+}", put_key)
-    app.router.add_route("DELETE", "/v1/kv/{key:.+}", delete_key)
-    app.router.add_post("/v1/txn", txn)
-    app.router.add_get("/v1/watch", watch)
+        routes.add(app, method, "/v1/kv/", empty_key, CLIENT)
+    routes.add(app, "GET", "/v1/kv/{key:.+}", get_key, CLIENT)
+    routes.add(app, "PUT", "/v1/kv/{key:.+}", put_key, CLIENT)
+    routes.add(app, "DELETE", "/v1/kv/{key:.+}", delete_key, CLIENT)
+    routes.add(app, "POST", "/v1/txn", txn, CLIENT)
+    routes.add(app, "GET", "/v1/watch", watch, CLIENT)

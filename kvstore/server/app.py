@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -20,19 +20,19 @@ from aiohttp import web
 from kvstore.cluster.discovery import Discovery
 from kvstore.cluster.follower import Follower
 from kvstore.cluster.node import Node
+from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
-from kvstore.server import api, backup, health, logs, replication
+from kvstore.model import Change
+from kvstore.server import api, backup, health, logs, metrics, page, replication
 from kvstore.server.httputil import errors_middleware
-from kvstore.server.metrics import METRICS, Metrics, metrics_handler, metrics_middleware
-from kvstore.server.page import add_routes as add_page_routes
+from kvstore.server.keys import METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
+from kvstore.server.routes import OPEN, auth_middleware
+from kvstore.server.routes import add as add_route
 from kvstore.store.backup import remove_copies, restore_into
 from kvstore.store.store import Store
 
 log = logging.getLogger("kvstore.app")
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
 # Handlers read bodies themselves, each against its route's limit; aiohttp's own limit (for any
 # read of a whole body) is the largest of them.
 BODY_SLACK = 64 * 1024
@@ -52,9 +52,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         s.data_dir,
         durability=s.durability,
         retention=s.log_retention,
-        fault_skip_seq=None if s.is_manager else s.fault_skip_seq,
     )
     await store.open()
+    if s.fault_skip_seq is not None and not s.is_manager:
+        store.skip_change = _skipping(s.fault_skip_seq)
     store.on_commit = app[METRICS].observe_commit
     app[STORE] = store
     logs.bind_seq(lambda: store.state.seq)
@@ -70,6 +71,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("store closed at seq %d", store.state.seq)
 
 
+def _skipping(seq: int) -> Callable[[Change], bool]:
+    """The test-only fault KV_FAULT_SKIP_SEQ: a follower loses the change at `seq` silently."""
+    return lambda change: change.seq == seq
+
+
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     # Streams must outlive aiohttp's default 300 s total timeout: each call sets its own.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=3)
@@ -81,12 +87,13 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    node = Node(s, app[STORE], Discovery(s), app[SESSION])
+    node = Node(s, app[STORE], Discovery(s), PeerClient(app[SESSION], s))
     node.restoring = s.is_manager
-    app[api.NODE] = node
+    app[NODE] = node
     app[METRICS].bind(node)
     log.info("starting as %s (ordinal %d; manager is %s)", s.role, s.ordinal, s.manager_fqdn)
-    work = restore_or_init(node) if s.is_manager else Follower(node, app[METRICS]).run()
+    follower = Follower(node, app[METRICS].snapshot_installed)
+    work = restore_or_init(node) if s.is_manager else follower.run()
     task = asyncio.create_task(work, name=f"kv-{s.role}")
     yield
     task.cancel()
@@ -96,31 +103,32 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _on_shutdown(app: web.Application) -> None:
     """SIGTERM: stop being ready, end the long streams so the rest can drain."""
-    if api.NODE in app:
-        app[api.NODE].shutting_down = True
-    streams = app[api.STREAMS]
+    if NODE in app:
+        app[NODE].shutting_down = True
+    streams = app[STREAMS]
     log.info("shutting down: ending %d streams", len(streams))
     for task in tuple(streams):
         task.cancel()
 
 
 def create_app(settings: Settings) -> web.Application:
+    counters = metrics.Metrics()
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware],
+        middlewares=[metrics.middleware(counters), errors_middleware, auth_middleware],
         client_max_size=client_max_size(settings),
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = counters
     streams: set[asyncio.Task[Any]] = set()
-    app[api.STREAMS] = streams
+    app[STREAMS] = streams
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _role_ctx])
     app.on_shutdown.append(_on_shutdown)
     api.add_routes(app)
     health.add_routes(app)
     replication.add_routes(app)
     backup.add_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
-    add_page_routes(app)
+    add_route(app, "GET", "/metrics", metrics.handler(counters), OPEN)
+    page.add_routes(app)
     return app
 
 

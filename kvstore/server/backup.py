@@ -21,7 +21,9 @@ from aiohttp import web
 
 from kvstore.errors import NotReady
 from kvstore.server import httputil as h
-from kvstore.server.metrics import METRICS
+from kvstore.server import routes
+from kvstore.server.keys import METRICS, NODE
+from kvstore.server.routes import CLIENT
 from kvstore.store.backup import DatabaseCopy, copy_path
 
 log = logging.getLogger("kvstore.backup")
@@ -48,10 +50,7 @@ async def _make_copy(request: web.Request, copy: DatabaseCopy) -> int:
 
 
 async def backup_handler(request: web.Request) -> web.StreamResponse:
-    from kvstore.server.api import NODE
-
     node = request.app[NODE]
-    h.check_token(request, node.settings.auth_token, "the client API")
     if node.store.state.epoch is None:
         raise NotReady("this pod has no data to back up yet", retry_after=1)
     path = copy_path(node.store.data_dir, secrets.token_hex(8))
@@ -91,4 +90,4 @@ async def backup_handler(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/backup", backup_handler)
+    routes.add(app, "GET", "/v1/backup", backup_handler, CLIENT)

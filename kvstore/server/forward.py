@@ -6,11 +6,12 @@ import logging
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from kvstore.cluster.node import Node
 from kvstore.errors import ManagerUnavailable
 from kvstore.server.httputil import float_param
-from kvstore.server.metrics import METRICS
+from kvstore.server.keys import METRICS
 
 log = logging.getLogger("kvstore.forward")
 PASS_REQUEST = ("Content-Type", "If-Match", "If-None-Match", "Authorization")
@@ -19,8 +20,8 @@ PASS_RESPONSE = ("Content-Type", "ETag", "X-KV-Seq", "X-KV-Served-By", "Retry-Af
 
 async def manager_url(node: Node) -> str:
     """The address of the live stream's connection if there is one, else DNS now."""
-    if node.progress.connected and node.progress.manager_url:
-        return node.progress.manager_url
+    if node.link.connected and node.link.manager_url:
+        return node.link.manager_url
     return await node.discovery.manager_url()
 
 
@@ -34,18 +35,17 @@ async def forward(node: Node, request: web.Request, body: bytes) -> web.StreamRe
         request.app[METRICS].forwarded.inc()
     headers = {h: request.headers[h] for h in PASS_REQUEST if h in request.headers}
     wait = float_param(request, "timeout", 0.0)
-    timeout = aiohttp.ClientTimeout(total=max(30.0, wait + 10), connect=3)
+    timeout = max(30.0, wait + 10)
     try:
-        async with node.session.request(
-            request.method, base + str(url), data=body, headers=headers, timeout=timeout
-        ) as resp:
-            payload = await resp.read()
-            out = {h: resp.headers[h] for h in PASS_RESPONSE if h in resp.headers}
-            return web.Response(status=resp.status, body=payload, headers=out)
+        answer = await node.peers.forward(
+            request.method, URL(base + str(url), encoded=True), body, headers, timeout
+        )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        node.progress.manager_url = None
+        node.link.manager_url = None
         raise ManagerUnavailable(
             f"the manager {node.settings.manager_name} cannot be reached ({type(exc).__name__});"
             " the write was not applied here; retry shortly",
             retry_after=1,
         ) from None
+    out = {h: answer.headers[h] for h in PASS_RESPONSE if h in answer.headers}
+    return web.Response(status=answer.status, body=answer.body, headers=out)

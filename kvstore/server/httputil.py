@@ -71,8 +71,16 @@ def json_response(
     return web.Response(body=body, status=status, headers=all_headers)
 
 
+def status_of(exc: e.KVError) -> int:
+    """The class's status, or its nearest base's: a subclass never silently becomes a 400."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
 def error_response(exc: e.KVError) -> web.Response:
-    status = STATUS.get(type(exc), 400)
+    status = status_of(exc)
     headers = {}
     if isinstance(exc, RETRY_AFTER):
         headers["Retry-After"] = str(exc.details.pop("retry_after", 1))

@@ -13,9 +13,9 @@ import os
 import time
 from collections.abc import Iterator
 from operator import attrgetter
-from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -32,12 +32,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from kvstore import __version__
+from kvstore.cluster.node import Node
+from kvstore.cluster.peer import SnapshotTaken
 from kvstore.model import DELETE, PUT, Change
 from kvstore.server.httputil import Handler
 from kvstore.store.feed import feed_of
-
-if TYPE_CHECKING:
-    from kvstore.cluster.node import Node
 
 LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -160,10 +159,10 @@ class Metrics:
         self.snapshot_sent_bytes.inc(size)
         self.snapshot_send_seconds.inc(seconds)
 
-    def snapshot_installed(self, size: int, seconds: float) -> None:
+    def snapshot_installed(self, taken: SnapshotTaken) -> None:
         self.snapshots_installed.inc()
-        self.snapshot_installed_bytes.inc(size)
-        self.snapshot_install_seconds.inc(seconds)
+        self.snapshot_installed_bytes.inc(taken.bytes)
+        self.snapshot_install_seconds.inc(taken.seconds)
 
     def stream_cut(self, kind: str) -> None:
         self.streams_cut.labels(kind).inc()
@@ -171,7 +170,6 @@ class Metrics:
     def bind(self, node: Node) -> None:
         """Expose the role's counters, count the node's changes, and read its levels at scrape
         time."""
-        self.is_manager = node.is_manager
         for counter in self.manager_only if node.is_manager else self.follower_only:
             self.registry.register(counter)
         node.store.add_listener(self.count_changes)
@@ -206,7 +204,7 @@ class _NodeCollector(Collector):
             "kvstore_oldest_retained_seq", "the oldest seq in the change log", st.oldest_seq
         )
         yield _gauge("kvstore_keys", "keys in this pod's store", st.keys)
-        yield _gauge("kvstore_ready", "1 when /readyz passes, else 0", _ready(node))
+        yield _gauge("kvstore_ready", "1 when /readyz passes, else 0", float(node.ready))
         for suffix, name, what in (("", "database", "database"), ("-wal", "wal", "WAL")):
             yield _gauge(
                 f"kvstore_{name}_size_bytes",
@@ -224,12 +222,6 @@ class _NodeCollector(Collector):
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
-
-
-def _ready(node: Node) -> float:
-    from kvstore.server.health import checks
-
-    return float(all(ok for ok, _ in checks(node)))
 
 
 def _size(path: str) -> float:
@@ -264,7 +256,7 @@ def _manager(node: Node) -> Iterator[Metric]:
 
 
 def _follower(node: Node) -> Iterator[Metric]:
-    p, lag = node.progress, node.lag()
+    p, lag = node.link, node.lag()
     yield _gauge("kvstore_manager_seq", MANAGER_SEQ, p.manager_seq)
     yield _gauge(
         "kvstore_replication_lag_entries",
@@ -291,12 +283,17 @@ def _follower(node: Node) -> Iterator[Metric]:
     )
 
 
-METRICS = web.AppKey("metrics", Metrics)
+def middleware(metrics: Metrics) -> Middleware:
+    """Count each request by route, method and status, and time it."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _counted(metrics, request, handler)
+
+    return count
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[METRICS]
+async def _counted(metrics: Metrics, request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     started = time.perf_counter()
@@ -313,6 +310,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.request_seconds.labels(name, request.method).observe(time.perf_counter() - started)
 
 
-async def metrics_handler(request: web.Request) -> web.StreamResponse:
-    body = request.app[METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+def handler(metrics: Metrics) -> Handler:
+    """GET /metrics."""
+
+    async def scrape(request: web.Request) -> web.StreamResponse:
+        body = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    return scrape

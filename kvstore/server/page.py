@@ -1,7 +1,8 @@
 """The page at `/`, served by every pod, and the view of the set behind it.
 
-- `GET /` and `GET /web/{file}`: the page, plain HTML, CSS and JavaScript from `kvstore/server/web/`
-  (no build step, nothing loaded from elsewhere; its Content-Security-Policy says so).
+- `GET /` and `GET /web/{file}`: the page, plain HTML, CSS and JavaScript from
+  `kvstore/server/web/` (no build step, nothing loaded from elsewhere; its
+  Content-Security-Policy says so).
 - `GET /v1/cluster`: the set as this pod sees it: the peers DNS lists (SRV records, else A
   records), each asked for its `/v1/status` at once with a short timeout. A pod that does not
   answer is listed with `"reachable": false` and why. The answer carries
@@ -21,10 +22,12 @@ import aiohttp
 from aiohttp import web
 
 from kvstore.cluster.discovery import Peer
-from kvstore.cluster.node import Node, PeerAnswered
-from kvstore.errors import Unauthorized
+from kvstore.cluster.node import Node
+from kvstore.errors import KVError
 from kvstore.server import httputil as h
-from kvstore.server.health import status_doc
+from kvstore.server import routes
+from kvstore.server.keys import NODE
+from kvstore.server.routes import CLIENT_CORS, CORS, OPEN
 
 PEER_TIMEOUT = 1.5  # seconds for one peer's /v1/status: the page asks every second
 ASSETS = {
@@ -45,17 +48,9 @@ PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
 }
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET",
-    "Access-Control-Allow-Headers": "Authorization",
-    "Access-Control-Max-Age": "600",
-}
 
 
 def _node(request: web.Request) -> Node:
-    from kvstore.server.api import NODE
-
     return request.app[NODE]
 
 
@@ -84,12 +79,12 @@ async def _ask(node: Node, peer: Peer) -> dict[str, Any]:
     """One peer's entry: its `/v1/status`, or why it could not be had."""
     entry: dict[str, Any] = {"name": peer.name, "url": peer.url, "listed": True}
     if peer.name == node.settings.pod_name:
-        return entry | _reachable(status_doc(node), 0.0) | {"self": True}
+        return entry | _reachable(node.status(), 0.0) | {"self": True}
     started = time.monotonic()
     try:
-        doc = await node.peer_status(peer.url, PEER_TIMEOUT)
-    except PeerAnswered as exc:
-        return entry | _unreachable(str(exc))
+        doc = await node.peers.status(peer.url, PEER_TIMEOUT)
+    except KVError as exc:
+        return entry | _unreachable(exc.message)
     except TimeoutError:
         return entry | _unreachable(f"no answer within {PEER_TIMEOUT:g}s")
     except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -132,9 +127,7 @@ async def cluster_view(node: Node) -> dict[str, Any]:
     me = node.settings.pod_name
     if not any(e["name"] == me for e in entries):
         url = f"http://{node.settings.host}:{node.settings.port}"
-        entries.append(
-            {"url": url, "listed": False, "self": True} | _reachable(status_doc(node), 0.0)
-        )
+        entries.append({"url": url, "listed": False, "self": True} | _reachable(node.status(), 0.0))
     for entry in entries:
         entry.setdefault("self", False)
         status = entry.get("status")
@@ -150,14 +143,7 @@ async def cluster_view(node: Node) -> dict[str, Any]:
 
 
 async def cluster(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
-    try:
-        h.check_token(request, node.settings.auth_token, "the client API")
-    except Unauthorized as exc:  # with CORS headers, so that a page can tell it apart
-        response = h.error_response(exc)
-        response.headers.update(CORS)
-        return response
-    return h.json_response(await cluster_view(node), headers=CORS)
+    return h.json_response(await cluster_view(_node(request)), headers=CORS)
 
 
 async def cluster_preflight(request: web.Request) -> web.StreamResponse:
@@ -166,7 +152,7 @@ async def cluster_preflight(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", index)
-    app.router.add_get("/web/{name}", asset)
-    app.router.add_get("/v1/cluster", cluster)
-    app.router.add_route("OPTIONS", "/v1/cluster", cluster_preflight)
+    routes.add(app, "GET", "/", index, OPEN)
+    routes.add(app, "GET", "/web/{name}", asset, OPEN)
+    routes.add(app, "GET", "/v1/cluster", cluster, CLIENT_CORS)
+    routes.add(app, "OPTIONS", "/v1/cluster", cluster_preflight, OPEN)

@@ -17,70 +17,30 @@ that lost its volume takes a snapshot from a follower):
 
 from __future__ import annotations
 
-import asyncio
-import binascii
 import contextlib
 import json
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
 
+from kvstore import wire
 from kvstore.cluster.node import Node
 from kvstore.errors import Compacted, Diverged, EpochMismatch, InvalidRequest, KVError, NotReady
-from kvstore.model import Change
 from kvstore.server import httputil as h
-from kvstore.server.metrics import METRICS
+from kvstore.server import routes
+from kvstore.server.keys import METRICS, NODE
+from kvstore.server.routes import REPLICATION
 from kvstore.store import snapshot
 from kvstore.store.feed import follow
-from kvstore.wire import LINE_BYTES, ROW_FRAMING, iter_lines
 
 log = logging.getLogger("kvstore.replication")
 HEARTBEAT = 1.0
-ACKS_PATH = "/v1/replication/acks"
 ACK_LINE_BYTES = 1024
 
 
 def _node(request: web.Request) -> Node:
-    from kvstore.server.api import NODE
-
-    node = request.app[NODE]
-    h.check_token(request, node.settings.replication_token, "replication")
-    return node
-
-
-def encode_changes(changes: list[Change], seq: int, max_bytes: int = LINE_BYTES) -> list[bytes]:
-    """The changes as stream lines, a line closed once it holds `max_bytes` of keys and values
-    (base64), each change counted with ROW_FRAMING more: a line is at most `longest_line`."""
-    lines: list[bytes] = []
-    rows: list[list[Any]] = []
-    size = 0
-    b2a = binascii.b2a_base64
-    for c in changes:
-        value = None if c.value is None else b2a(c.value, newline=False).decode()
-        rows.append([c.seq, c.op, c.key, c.version, value, c.ts])
-        size += len(value or "") + len(c.key) + ROW_FRAMING
-        if size >= max_bytes:
-            lines.append(_changes_line(rows, seq))
-            rows, size = [], 0
-    if rows:
-        lines.append(_changes_line(rows, seq))
-    return lines
-
-
-def _changes_line(rows: list[list[Any]], seq: int) -> bytes:
-    return json.dumps({"t": "c", "seq": seq, "c": rows}, separators=(",", ":")).encode() + b"\n"
-
-
-def decode_changes(msg: dict[str, Any]) -> list[Change]:
-    # binascii and tuple.__new__ directly: half the cost of base64.b64decode and Change(...),
-    # which matters for a follower catching up on 100,000 changes.
-    a2b, new = binascii.a2b_base64, tuple.__new__
-    return [
-        new(Change, (seq, op, key, version, None if v is None else a2b(v), ts))
-        for seq, op, key, version, v, ts in msg["c"]
-    ]
+    return request.app[NODE]
 
 
 def _check_stream(node: Node, from_seq: int, epoch: str | None) -> None:
@@ -88,7 +48,9 @@ def _check_stream(node: Node, from_seq: int, epoch: str | None) -> None:
     if st.epoch is None or (node.is_manager and node.restoring):
         raise NotReady("this pod has no data to stream yet", retry_after=1)
     if epoch and epoch != st.epoch:
-        raise EpochMismatch(f"this store's epoch is {st.epoch}, not {epoch}", epoch=st.epoch)
+        raise EpochMismatch(
+            f"this store's epoch is {st.epoch}, not {epoch}", ours=st.epoch, theirs=epoch
+        )
     if from_seq > st.seq + 1:
         raise Diverged(
             f"asked for seq {from_seq}, but this store has only {st.seq}: the "
@@ -112,28 +74,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     st = node.store.state
-    await resp.write(
-        json.dumps(
-            {"t": "hello", "epoch": st.epoch, "seq": st.seq, "pod": node.settings.pod_name}
-        ).encode()
-        + b"\n"
-    )
+    await resp.write(wire.hello_line(st.epoch, st.seq, node.settings.pod_name))
     node.tracker.connected(pod, True)
-    task = asyncio.current_task()
-    assert task is not None
-    from kvstore.server.api import STREAMS
-
-    request.app[STREAMS].add(task)
     log.info("follower %s connected from seq %d", pod, from_seq)
     out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
-        async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
-            seq = node.store.state.seq
-            if batch:
-                for line in encode_changes(batch, seq):
-                    await out.write(line)
-            else:
-                await out.write(b'{"t":"hb","seq":%d,"time":%.3f}\n' % (seq, time.time()))
+        with routes.tracked_stream(request):
+            await _send_changes(node, out, from_seq)
     except KVError as exc:  # e.g. compacted while it lagged: it will reconnect and resume
         log.info("follower %s stream ended: %s", pod, exc.message)
     except h.Stalled as exc:
@@ -142,10 +89,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         pass
     finally:
-        request.app[STREAMS].discard(task)
         node.tracker.connected(pod, False)
         log.info("follower %s disconnected", pod)
     return resp
+
+
+async def _send_changes(node: Node, out: h.DeadlineWriter, from_seq: int) -> None:
+    async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
+        seq = node.store.state.seq
+        if batch:
+            for line in wire.encode_changes(batch, seq):
+                await out.write(line)
+        else:
+            await out.write(wire.heartbeat_line(seq))
 
 
 async def snapshot_handler(request: web.Request) -> web.StreamResponse:
@@ -192,18 +148,9 @@ async def acks(request: web.Request) -> web.StreamResponse:
     pod = request.query.get("pod")
     if not pod:
         raise InvalidRequest("expected ?pod=<follower's pod name>")
-    task = asyncio.current_task()
-    assert task is not None
-    from kvstore.server.api import STREAMS
-
-    request.app[STREAMS].add(task)
-    try:
-        async for line in iter_lines(request.content, ACK_LINE_BYTES):
+    with routes.tracked_stream(request), contextlib.suppress(ConnectionError):
+        async for line in wire.iter_lines(request.content, ACK_LINE_BYTES):
             node.tracker.ack(pod, _ack_seq(line))
-    except ConnectionError:  # the follower went away: its session ended
-        pass
-    finally:
-        request.app[STREAMS].discard(task)
     return h.json_response({"ok": True})
 
 
@@ -215,7 +162,7 @@ def _ack_seq(line: bytes) -> int:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/replication/stream", stream)
-    app.router.add_get("/v1/replication/snapshot", snapshot_handler)
-    app.router.add_post("/v1/replication/ack", ack)
-    app.router.add_post(ACKS_PATH, acks)
+    routes.add(app, "GET", wire.STREAM_PATH, stream, REPLICATION)
+    routes.add(app, "GET", wire.SNAPSHOT_PATH, snapshot_handler, REPLICATION)
+    routes.add(app, "POST", wire.ACK_PATH, ack, REPLICATION)
+    routes.add(app, "POST", wire.ACKS_PATH, acks, REPLICATION)

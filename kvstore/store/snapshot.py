@@ -26,11 +26,12 @@ from typing import Any, TypeVar
 from kvstore.errors import InvalidRequest
 from kvstore.model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
 from kvstore.store import schema
-from kvstore.store.store import State, Store
+from kvstore.store.store import Store
+from kvstore.store.txn import State
 from kvstore.wire import LINE_BYTES, ROW_FRAMING
 
 ROWS_PER_LINE = 2000
-Progress = Callable[[int, int], None]  # (keys installed, keys expected)
+InstallProgress = Callable[[int, int], None]  # (keys installed, keys expected)
 T = TypeVar("T")
 
 
@@ -40,6 +41,9 @@ class Header:
     seq: int
     digest: str
     keys: int
+
+
+HeaderCheck = Callable[[Header], None]  # raises to refuse a snapshot before it is installed
 
 
 async def produce(store: Store) -> AsyncGenerator[bytes, None]:
@@ -115,21 +119,28 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 def parse_header(line: bytes) -> Header:
-    msg = json.loads(line)
-    if msg.get("type") != "header":
-        raise InvalidRequest("a snapshot starts with a header line")
-    return Header(msg["epoch"], int(msg["seq"]), msg["digest"], int(msg["keys"]))
+    """The first line of a snapshot; InvalidRequest for anything else (a cut or broken peer)."""
+    try:
+        msg = json.loads(line)
+        if msg.get("type") != "header":
+            raise InvalidRequest("a snapshot starts with a header line")
+        return Header(str(msg["epoch"]), int(msg["seq"]), str(msg["digest"]), int(msg["keys"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidRequest(f"not a snapshot header: {line[:100]!r}") from None
 
 
 async def install(
-    store: Store, header: Header, lines: AsyncIterator[bytes], progress: Progress | None = None
+    store: Store,
+    header: Header,
+    lines: AsyncIterator[bytes],
+    progress: InstallProgress | None = None,
 ) -> None:
     """Replace the store's contents with the snapshot, all or nothing: one transaction on the
     store's writer connection, its rows inserted on the event loop line by line as they arrive,
     its COMMIT in the writer thread."""
     counts = _Counts()
 
-    async def work(conn: sqlite3.Connection) -> None:
+    async def work(conn: sqlite3.Connection) -> State:
         conn.execute("DELETE FROM kv")
         conn.execute("DELETE FROM changes")
         async for line in lines:
@@ -142,9 +153,10 @@ async def install(
                 progress(counts.keys, header.keys)
         _verify(header, counts.ended, counts.keys, counts.digest)
         conn.execute(schema.UPDATE_META, (header.epoch, header.seq, header.digest, header.keys))
+        return State(header.epoch, header.seq, counts.digest, counts.keys, header.seq)
 
-    await store.transaction(work)
-    store.installed(State(header.epoch, header.seq, counts.digest, counts.keys, header.seq))
+    await store.run_transaction(work)
+    store.installed()
 
 
 @dataclass

@@ -18,11 +18,12 @@ from kvstore import config
 from kvstore.cluster.discovery import Discovery
 from kvstore.cluster.follower import Follower
 from kvstore.cluster.node import Node
+from kvstore.cluster.peer import PeerClient
 from kvstore.local.dns import DNSServer
 from kvstore.model import PUT, Change
-from kvstore.server.api import NODE
+from kvstore.server.keys import NODE
 from kvstore.store.store import Store
-from tests.test_api import make_client
+from tests.server.test_api import make_client
 
 
 async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSServer) -> None:
@@ -73,7 +74,8 @@ async def test_a_follower_falls_back_to_a_request_per_ack(tmp_path: Path) -> Non
     settings = config.load(env={"KV_POD_NAME": "kv-1", "KV_DATA_DIR": str(tmp_path / "f")})
     try:
         async with aiohttp.ClientSession() as session:
-            follower = Follower(Node(settings, store, Discovery(settings), session))
+            peers = PeerClient(session, settings)
+            follower = Follower(Node(settings, store, Discovery(settings), peers))
             acker = asyncio.create_task(follower._acker(str(server.make_url("")).rstrip("/")))
             assert (await asyncio.wait_for(posted.get(), 10)) == {"pod": "kv-1", "seq": 0}
             await store.apply([Change(1, PUT, "a", 1, b"x", 0.0)], "e1")

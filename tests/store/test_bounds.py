@@ -22,11 +22,17 @@ from kvstore.model import PUT, Change, Op, WriteRequest
 from kvstore.server import httputil
 from kvstore.server.api import TXN_VALUES_PER_OP
 from kvstore.server.app import client_max_size
-from kvstore.server.replication import decode_changes, encode_changes
 from kvstore.store import snapshot
 from kvstore.store.feed import BUFFER_BYTES, READ_BYTES, feed_of, subscribe
 from kvstore.store.store import Store
-from kvstore.wire import LINE_BYTES, MAX_LINE, ROW_FRAMING, longest_line
+from kvstore.wire import (
+    LINE_BYTES,
+    MAX_LINE,
+    ROW_FRAMING,
+    decode_changes,
+    encode_changes,
+    longest_line,
+)
 
 MIB = 1 << 20
 

@@ -19,7 +19,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvstore.store.backup import describe
-from tests.cluster import Cluster
+from tests.harness import Cluster
 
 MIB = 1 << 20
 
