@@ -255,17 +255,20 @@ async def backup(root: Path, scale: float) -> list[Row]:
         await pods.fill("big/", size, MIB)
         stop = asyncio.Event()
         most_in_tmp = 0
-        writes = 0
+        writes = done = 0  # writes paced, writes answered
 
-        async def writer() -> None:  # 200 writes/s, paced
-            nonlocal writes
-            started = time.monotonic()
+        paced_from = time.monotonic()
+
+        async def writer() -> None:  # 8 clients sharing one pace of 200 writes/s
+            nonlocal writes, done
             while not stop.is_set():
-                await pods.put(0, f"live/{writes % 1000}", b"x" * 100)
+                slot = writes
                 writes += 1
-                ahead = started + writes / 200 - time.monotonic()
+                ahead = paced_from + slot / 200 - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+                await pods.put(0, f"live/{slot % 1000}", b"x" * 100)
+                done += 1
 
         async def watch_tmp() -> None:
             nonlocal most_in_tmp
@@ -273,9 +276,10 @@ async def backup(root: Path, scale: float) -> list[Row]:
                 most_in_tmp = max(most_in_tmp, await asyncio.to_thread(tree_bytes, tmp))
                 await asyncio.sleep(0.05)
 
-        tasks = [asyncio.create_task(writer()), asyncio.create_task(watch_tmp())]
+        tasks = [asyncio.create_task(writer()) for _ in range(8)]
+        tasks.append(asyncio.create_task(watch_tmp()))
         await asyncio.sleep(1)
-        started = time.monotonic()
+        started, first = time.monotonic(), done
         got, ok = 0, False
         try:
             async with asyncio.timeout(DEADLINE):
@@ -286,7 +290,7 @@ async def backup(root: Path, scale: float) -> list[Row]:
         except TimeoutError:
             pass
         seconds = time.monotonic() - started
-        rate = writes / max(0.001, time.monotonic() - started + 1)
+        rate = (done - first) / max(0.001, time.monotonic() - started)
         stop.set()
         await asyncio.gather(*tasks)
     return [
