@@ -144,13 +144,19 @@ class Feed:
     """A store's subscriptions by prefix; one listener on the store for all of them."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        self._store = weakref.ref(store)  # the store holds the feed (its listener), not back
         self.published = store.state.seq
         self.by_prefix: dict[str, set[Subscription]] = {}
         self.lengths: list[int] = []  # the distinct prefix lengths in use, ascending
         self.kinds: Counter[str] = Counter()
         self._tick: asyncio.TimerHandle | None = None
         store.add_listener(self._on_commit)
+
+    @property
+    def store(self) -> Store:
+        store = self._store()
+        assert store is not None, "a feed outlived its store"
+        return store
 
     @staticmethod
     def tick_for(heartbeat: float) -> float:
