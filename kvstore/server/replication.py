@@ -77,11 +77,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await resp.write(wire.hello_line(st.epoch, st.seq, node.settings.pod_name))
     node.tracker.connected(pod, True)
     log.info("follower %s connected from seq %d", pod, from_seq)
+    out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
         with routes.tracked_stream(request):
-            await _send_changes(node, resp, from_seq)
+            await _send_changes(node, out, from_seq)
     except KVError as exc:  # e.g. compacted while it lagged: it will reconnect and resume
         log.info("follower %s stream ended: %s", pod, exc.message)
+    except h.Stalled as exc:
+        request.app[METRICS].stream_cut("stream")
+        log.warning("follower %s stream cut off after %d bytes: %s", pod, out.sent, exc)
     except ConnectionError:
         pass
     finally:
@@ -90,14 +94,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _send_changes(node: Node, resp: web.StreamResponse, from_seq: int) -> None:
+async def _send_changes(node: Node, out: h.DeadlineWriter, from_seq: int) -> None:
     async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
         seq = node.store.state.seq
         if batch:
             for line in wire.encode_changes(batch, seq):
-                await resp.write(line)
+                await out.write(line)
         else:
-            await resp.write(wire.heartbeat_line(seq))
+            await out.write(wire.heartbeat_line(seq))
 
 
 async def snapshot_handler(request: web.Request) -> web.StreamResponse:
@@ -106,27 +110,34 @@ async def snapshot_handler(request: web.Request) -> web.StreamResponse:
         raise NotReady("this pod has no data to copy yet", retry_after=1)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
-    sent, started = 0, time.monotonic()
+    started = time.monotonic()
     to = request.query.get("pod") or request.remote
+    out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
-        async for line in snapshot.produce(node.store):
-            sent += len(line)
-            await resp.write(line)
+        # Closed on the way out, whatever ends the loop: that ends the read transaction.
+        async with contextlib.aclosing(snapshot.produce(node.store)) as lines:
+            async for line in lines:
+                await out.write(line)
+    except h.Stalled as exc:
+        request.app[METRICS].stream_cut("snapshot")
+        log.warning("snapshot to %s cut off after %d bytes: %s", to, out.sent, exc)
+        return resp
     except ConnectionError as exc:
-        log.info("snapshot to %s cut off after %d bytes: %s", to, sent, exc)
+        log.info("snapshot to %s cut off after %d bytes: %s", to, out.sent, exc)
         return resp
     seconds = time.monotonic() - started
-    log.info("snapshot sent to %s: %d bytes in %.2fs", to, sent, seconds)
-    request.app[METRICS].snapshot_sent(sent, seconds)
+    log.info("snapshot sent to %s: %d bytes in %.2fs", to, out.sent, seconds)
+    request.app[METRICS].snapshot_sent(out.sent, seconds)
     return resp
 
 
 async def ack(request: web.Request) -> web.StreamResponse:
     node = _node(request)
+    body = await h.read_body(request, ACK_LINE_BYTES, "an ack")
     try:
-        doc = await request.json()
+        doc = json.loads(body)
         pod, seq = str(doc["pod"]), int(doc["seq"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise InvalidRequest('expected {"pod": <name>, "seq": <applied seq>}') from None
     node.tracker.ack(pod, seq)
     return h.json_response({"ok": True})
