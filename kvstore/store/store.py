@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import os
@@ -51,6 +52,7 @@ from kvstore.model import (
     hash_int,
 )
 from kvstore.store import schema
+from kvstore.store.terms import Terms, next_term, term_at
 
 T = TypeVar("T")
 Listener = Callable[[list[Change]], None]
@@ -67,6 +69,13 @@ class State:
     digest: int = 0
     keys: int = 0
     pruned_upto: int = 0  # every change with seq <= this has left the log
+    term: int = 0  # the manager: the term it writes in; a follower: the highest term it knows
+    terms: Terms = ()  # ((term, start_seq), ...): see kvstore/store/terms.py
+
+    @property
+    def last_term(self) -> int:
+        """The term of the change at `seq` (the last applied one)."""
+        return term_at(self.terms, self.seq)
 
     @property
     def oldest_seq(self) -> int:
@@ -123,7 +132,9 @@ class Store:
         epoch, seq, digest, keys = conn.execute(schema.READ_META).fetchone()
         (oldest,) = conn.execute("SELECT min(seq) FROM changes").fetchone()
         pruned = (oldest - 1) if oldest is not None else seq
-        self.state = State(epoch, seq, int(digest, 16), keys, pruned)
+        (term,) = conn.execute("SELECT term FROM meta WHERE id = 1").fetchone()
+        terms = tuple((t, s) for t, s in conn.execute(schema.READ_TERMS))
+        self.state = State(epoch, seq, int(digest, 16), keys, pruned, term, terms)
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection. Safe to call more than once."""
@@ -442,7 +453,7 @@ class Store:
         """Write the rows, log the changes, prune the log a bounded step and write meta (the
         COMMIT follows)."""
         await txn.flush()
-        conn.executemany(schema.INSERT_CHANGE, txn.changes)
+        conn.executemany(schema.INSERT_CHANGE, _with_terms(txn.changes, txn.start.terms))
         pruned = txn.start.pruned_upto
         target = txn.seq - self.retention
         if target > pruned:
@@ -493,7 +504,49 @@ class Store:
     def _set_epoch(self, epoch: str) -> None:
         st = self.state
         self._wc.execute(schema.UPDATE_META, (epoch, st.seq, digest_hex(st.digest), st.keys))
-        self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
+        self.state = dataclasses.replace(st, epoch=epoch)
+
+    # --- terms (kvstore/store/terms.py) ------------------------------------------------------
+    async def begin_term(self, at_least: int = 0) -> int:
+        """The manager: start a new term (at each process start and each restore), above every
+        term this store knows and `at_least`; its first change will be seq+1."""
+        self._check_open()
+        st = self.state
+        term = next_term(st.terms, st.term, at_least)
+        await self._locked(self._write_terms, (*st.terms, (term, st.seq + 1)), term)
+        return term
+
+    async def adopt_terms(self, terms: Terms) -> None:
+        """A follower: take the manager's term table (its history contains ours, the history
+        check said so), before applying the manager's changes."""
+        self._check_open()
+        if terms and terms != self.state.terms:
+            await self._locked(
+                self._write_terms, terms, max(self.state.term, *(t for t, _ in terms))
+            )
+
+    def _write_terms(self, terms: Terms, term: int) -> None:
+        conn = self._wc
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM terms")
+            conn.executemany(schema.INSERT_TERM, terms)
+            conn.execute(schema.SET_TERM, (term,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        _commit_or_rollback(conn)
+        self.state = dataclasses.replace(self.state, term=term, terms=tuple(sorted(terms)))
+
+    async def _locked(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` in the writer thread while holding the writer lock: a small write
+        of its own (BEGIN .. COMMIT inside `fn`)."""
+        await self._wlock.acquire()
+        self._release_reads()
+        try:
+            await self._in_writer(fn, *args)
+        finally:
+            self._unlock()
 
     # --- snapshots ---------------------------------------------------------------------------
     async def transaction(self, work: Callable[[sqlite3.Connection], Awaitable[None]]) -> None:
@@ -532,6 +585,14 @@ def _result(change: Change, cur: Current) -> dict[str, Any]:
         "seq": change.seq,
         "created": cur is None,
     }
+
+
+def _with_terms(changes: list[Change], terms: Terms) -> Iterable[tuple[Any, ...]]:
+    """Each change's row for the log, with the term in force at its seq."""
+    last_start = max((s for _, s in terms), default=0)
+    last = term_at(terms, last_start)
+    for c in changes:
+        yield (*c, last if c.seq >= last_start else term_at(terms, c.seq))
 
 
 def _commit_or_rollback(conn: sqlite3.Connection) -> None:
@@ -637,4 +698,7 @@ class _Txn:
         self._rows.clear()
 
     def state(self, epoch: str | None) -> State:
-        return State(epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned)
+        st = self.start
+        return State(
+            epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned, st.term, st.terms
+        )
