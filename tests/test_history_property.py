@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +69,7 @@ class World:
     writes: int = 0
 
 
-async def _lines(store: Store) -> AsyncIterator[bytes]:
+async def _lines(store: Store) -> AsyncGenerator[bytes, None]:
     async for line in snapshot.produce(store):
         yield line
 
@@ -104,10 +104,10 @@ async def sync(world: World, f: Replica, budget: int) -> None:
         exact = fork_point(st.terms, st.seq, ms.terms, ms.seq)
         f.diverged, f.connected = (exact if exact is not None else fork), False
         return
-    if st.seq + 1 < ms.oldest_seq:  # behind the log: a snapshot, checked on its header
-        if not await copy_snapshot(m, fs, check=True):
-            f.diverged, f.connected = st.seq, False
-            return
+    behind = st.seq + 1 < ms.oldest_seq  # behind the log: a snapshot, checked on its header
+    if behind and not await copy_snapshot(m, fs, check=True):
+        f.diverged, f.connected = st.seq, False
+        return
     await fs.adopt_terms(m.state.terms)
     f.connected = True
     changes = await m.read_changes(fs.state.seq + 1, limit=budget)
