@@ -89,6 +89,10 @@ async def test_a_follower_ahead_of_a_restored_manager_is_diverged_then_exported_
         status, text = await readyz(cluster, 2)
         assert status == 503 and "[-]replication: diverged at seq 11" in text, text
         await check_acked(cluster, 2, extra)  # it kept its data
+        async with cluster.session.get(cluster.url(2) + "/metrics") as resp:
+            metrics = await resp.text()
+        assert "kvstore_replication_diverged 1.0" in metrics
+        assert "kvstore_replication_diverged_seq 11.0" in metrics
 
         repair = kvstore("repair", "status", "--json", "--url", cluster.url(0))
         assert repair.returncode == 0, repair.stderr
