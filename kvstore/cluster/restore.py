@@ -4,7 +4,9 @@ volume): the restore, before any write.
 1. Ask every peer DNS lists for its `/v1/status`, again and again, until all have answered or
    KV_RESTORE_WAIT has passed (a peer that is down may hold the latest writes).
 2. Consider the peers that hold data and are neither diverged nor in an epoch mismatch.
-   - none: a new epoch is born;
+   - no peer that answered holds any data: a new epoch is born;
+   - only diverged or mismatched peers hold data: restore nothing, wait (asking again) for a
+     usable peer or an operator's pick;
    - one epoch: restore from the most up to date (term of its last change, then seq; the rest
      in that order if it fails), keep the epoch, start a new term;
    - several epochs: restore nothing, stay not ready, and say which peer holds what until an
@@ -147,17 +149,26 @@ async def _restore_or_new(node: Node) -> int:
             log.warning("restore: no answer from %s", ", ".join(silent))
         ranked = rank(holders)
         epochs = sorted({h.epoch for h in ranked if h.epoch is not None})
-        if not ranked:
+        holding = [h for h in holders if h.epoch is not None]
+        if not holding:
             epoch = secrets.token_hex(8)
             await node.store.set_epoch(epoch)
             log.info("restore: no peer holds data; new epoch %s", epoch)
             return at_least
-        if len(epochs) > 1:
+        note = ""
+        if not ranked:  # data only on peers that are diverged or in an epoch mismatch
+            text = "; ".join(h.describe() for h in holding)
+            note = (
+                f"blocked: no peer to restore from ({text}); waiting for one, or pick one "
+                "with `kvstore repair restore-from --pod <name>`"
+            )
+        elif len(epochs) > 1:
             text = "; ".join(h.describe() for h in ranked)
             note = (
                 f"blocked: peers hold different epochs ({text}); pick one with "
                 "`kvstore repair restore-from --pod <name>`"
             )
+        if note:
             if note != said:
                 log.error("restore: %s", note)
                 said = note
@@ -168,6 +179,7 @@ async def _restore_or_new(node: Node) -> int:
             ranked = [h for h in ranked if h.peer.name == choice] or await _chosen(node, choice)
             if not ranked:
                 continue
+            log.warning("restore: from %s, as an operator asked", ranked[0].describe())
         node.restore_blocked = False
         for holder in ranked:
             if ranked[0].epoch != holder.epoch:

@@ -132,6 +132,8 @@ class Chaos:
         self.recoverable: set[tuple[str, str]] = set()  # (key, value digest) past a fork
         self.paused: dict[str, float] = {}  # pod -> when it goes on (chaos time)
         self.manager_turns = 0
+        self.wipes = 0  # volume losses so far: reads across one are not compared
+        self.restoring = False  # a wiped manager is not ready again yet
         self.http: aiohttp.ClientSession | None = None
         self.recent: list[Ack] = []
         self.highest_seq: dict[str, int] = {}
@@ -206,7 +208,11 @@ class Chaos:
 
     async def reader(self, number: int) -> None:
         seen: dict[str, int] = {}
+        wipes = self.wipes
         while not self.stopping.is_set():
+            if wipes != self.wipes:  # a new history from the restore: start over
+                seen.clear()
+                wipes = self.wipes
             followers = [p for p in self.pods if p.ordinal != 0 and p.url and p.ready]
             if not followers or not self.recent:
                 await self.pause(0.05)
@@ -215,10 +221,15 @@ class Chaos:
 
     async def read(self, pod: PodInfo, ack: Ack, seen: dict[str, int]) -> None:
         assert pod.url is not None
+        wipes = self.wipes
         try:
             kv = await self.client(pod.url)
             item = await kv.get(ack.key, min_seq=ack.seq, timeout=READ_WAIT)
+            if wipes != self.wipes:
+                return  # the manager lost its volume meanwhile: its seqs were given again
         except KeyNotFound:
+            if wipes != self.wipes:
+                return
             self.result.reads += 1
             self.violation(
                 "read-your-writes",
@@ -253,6 +264,11 @@ class Chaos:
             if self.stopping.is_set() or self.now() >= self.args.duration:
                 return
             tick += 1
+            if self.restoring:  # no other fault while the wiped manager restores: it needs a
+                manager = self.manager()  # follower to restore from (an operator's rule too)
+                if manager is None or not manager.ready:
+                    continue
+                self.restoring = False
             if self.args.pause and tick % 3 == 0:
                 await self.pause_one()
                 continue
@@ -303,6 +319,13 @@ class Chaos:
             await self.target.pause(held, hold)
             self.paused[held] = self.now() + hold
             await self.pause(0.3)
+            # From here the manager's seqs may be handed out again, on another history: reads
+            # and seqs are compared within one history only. The acknowledged writes are all
+            # checked at the end (on a follower each, since they were acked by one).
+            self.wipes += 1
+            self.recent.clear()
+            self.highest_seq.pop(manager, None)
+            self.restoring = True
             await self.target.delete(manager, force, wipe=True)
         except TargetError as exc:
             event.error = str(exc)
@@ -437,6 +460,7 @@ class Chaos:
                         f"{pod.name}: resync: {resp.status} {(await resp.text())[:200]}"
                     )
             self.result.repaired.append(f"{pod.name} (diverged at seq {fork})")
+            self.highest_seq.pop(pod.name, None)  # resynced: its seq follows the manager now
 
     async def wait(self, check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
