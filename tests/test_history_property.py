@@ -141,6 +141,12 @@ async def wipe_manager(world: World) -> None:
     shutil.rmtree(world.manager.path)
     await world.manager.open()
     m = world.manager.s
+    if not any(
+        f.up and f.s.state.epoch and f.diverged is None and not f.mismatch for f in world.followers
+    ):
+        for f in world.followers:  # the restore waits for a usable peer: they come back
+            if not f.up:
+                await restart_follower(f)
     holders = [
         Holder(
             Peer(f.name, f.name, 0),
@@ -154,11 +160,13 @@ async def wipe_manager(world: World) -> None:
         for f in world.followers
         if f.up
     ]
-    ranked = rank(holders)
+    ranked = rank(holders) or [h for h in holders if h.epoch]  # else: an operator's pick
     at_least = max((h.term for h in holders), default=0) + 1
     if ranked:  # the operator's pick when epochs differ: the first ranked
         source = next(f for f in world.followers if f.name == ranked[0].peer.name)
         assert await copy_snapshot(source.s, m, check=False)
+        if source.diverged is not None or source.mismatch:  # it is the manager's history now
+            source.diverged, source.mismatch = None, False
     else:
         await m.set_epoch(f"epoch-{world.writes}")
     await m.begin_term(at_least)

@@ -134,6 +134,8 @@ class Chaos:
         self.manager_turns = 0
         self.wipes = 0  # volume losses so far: reads across one are not compared
         self.restoring = False  # a wiped manager is not ready again yet
+        self.repairing: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.http: aiohttp.ClientSession | None = None
         self.recent: list[Ack] = []
         self.highest_seq: dict[str, int] = {}
@@ -308,8 +310,10 @@ class Chaos:
         """Delete the manager with its volume while a follower is held stopped past the
         restore's wait: the restore goes on without it."""
         paused = self.paused_now()
-        followers = [p.name for p in self.pods if p.ordinal != 0 and p.url and p.name not in paused]
-        if not followers:
+        followers = [p.name for p in self.pods if p.ordinal != 0]
+        whole = all(p.url and p.ready and p.name not in paused for p in self.pods)
+        if len(followers) < 2 or not whole or self.repairing:
+            # A wipe needs a follower held stopped and another to restore from: else a deletion.
             await self.delete(manager, force)
             return
         held, hold = random.choice(followers), self.args.restore_wait + 3.0
@@ -343,8 +347,12 @@ class Chaos:
     async def sampler(self) -> None:
         while not self.stopping.is_set():
             await self.refresh()
-            statuses = await asyncio.gather(*(self.sample(p) for p in self.pods if p.url))
+            live = [p for p in self.pods if p.url]
+            statuses = await asyncio.gather(*(self.sample(p) for p in live))
             self.one_digest_per_seq([s for s in statuses if s is not None])
+            for pod, st in zip(live, statuses, strict=True):
+                if st is not None and st.get("diverged"):
+                    self.repair_soon(pod, st)
             await self.pause(self.target.poll)
 
     def one_digest_per_seq(self, statuses: list[dict[str, Any]]) -> None:
@@ -400,6 +408,7 @@ class Chaos:
         finally:
             self.stopping.set()
             await asyncio.gather(*tasks)
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         self.availability()
         await self.wait(self.ready_or_diverged, self.args.ready_timeout, "every pod to settle")
         await self.repair()
@@ -432,13 +441,36 @@ class Chaos:
     async def repair(self) -> None:
         """Each diverged follower: read what it holds past the fork (as `kvstore repair export`
         does), then resync it from the manager (as `kvstore repair resync` does)."""
+        for pod, st in await self.statuses():
+            if isinstance(st.get("diverged"), dict) and pod.name not in self.repairing:
+                await self.repair_pod(pod, st)
+
+    def repair_soon(self, pod: PodInfo, st: dict[str, Any]) -> None:
+        """During the run: an operator repairs a diverged follower as soon as it is seen."""
+        manager = self.manager()
+        if manager is None or not manager.ready:
+            return  # a resync needs the manager's snapshot
+        if pod.name in self.repairing or not isinstance(st.get("diverged"), dict):
+            return
+        self.repairing.add(pod.name)
+
+        async def work() -> None:
+            try:
+                await self.repair_pod(pod, st)
+            except (TargetError, aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                pass  # tried again at the end
+            finally:
+                self.repairing.discard(pod.name)
+
+        self.tasks.add(task := asyncio.create_task(work()))
+        task.add_done_callback(self.tasks.discard)
+
+    async def repair_pod(self, pod: PodInfo, st: dict[str, Any]) -> None:
         if self.http is None:
             self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        for pod, st in await self.statuses():
-            diverged = st.get("diverged")
-            if not isinstance(diverged, dict) or pod.url is None:
-                continue
+        diverged = st.get("diverged")
+        if isinstance(diverged, dict) and pod.url is not None:
             fork = int(diverged.get("seq") or 1)
             url = f"{pod.url}/v1/replication/log"
             async with self.http.get(url, params={"from": str(fork)}, headers=headers) as resp:
