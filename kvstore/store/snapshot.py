@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 from kvstore.errors import InvalidRequest
 from kvstore.model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
 from kvstore.store import schema
-from kvstore.store.store import State, Store
+from kvstore.store.store import Store
 from kvstore.store.terms import Terms, normalize
+from kvstore.store.txn import State
 
 ROWS_PER_LINE = 2000
 LINE_BYTES = 4 << 20
@@ -146,7 +147,7 @@ async def install(
     its COMMIT in the writer thread."""
     counts = _Counts()
 
-    async def work(conn: sqlite3.Connection) -> None:
+    async def work(conn: sqlite3.Connection) -> State:
         conn.execute("DELETE FROM kv")
         conn.execute("DELETE FROM changes")
         async for line in lines:
@@ -165,10 +166,7 @@ async def install(
         conn.execute("DELETE FROM terms")
         conn.executemany(schema.INSERT_TERM, header.terms)
         conn.execute(schema.SET_TERM, (header.term,))
-
-    await store.transaction(work)
-    store.installed(
-        State(
+        return State(
             header.epoch,
             header.seq,
             counts.digest,
@@ -177,7 +175,9 @@ async def install(
             header.term,
             header.terms,
         )
-    )
+
+    await store.run_transaction(work)
+    store.installed()
 
 
 @dataclass

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.cluster import Cluster
 from tests.e2e_util import Acked, check_acked, converged, put, write_load
+from tests.harness import Cluster
 
 pytestmark = pytest.mark.e2e
 WAIT = {"KV_RESTORE_WAIT": "2"}
