@@ -134,6 +134,8 @@ class Chaos:
         self.manager_turns = 0
         self.wipes = 0  # volume losses so far: reads across one are not compared
         self.restoring = False  # a wiped manager is not ready again yet
+        self.wipe_due = False  # the manager's turn came for a wipe: done once the set is whole
+        self.seq_resets = 0  # a sample that spans a reset is not compared
         self.repairing: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.http: aiohttp.ClientSession | None = None
@@ -271,6 +273,14 @@ class Chaos:
                 if manager is None or not manager.ready:
                     continue
                 self.restoring = False
+            if self.wipe_due:  # waits for a whole set: a follower to hold, one to restore from
+                if self.whole():
+                    self.wipe_due = False
+                    manager = self.manager()
+                    if manager is not None:
+                        await self.wipe(manager.name, force)
+                        force = not force
+                continue
             if self.args.pause and tick % 3 == 0:
                 await self.pause_one()
                 continue
@@ -283,11 +293,15 @@ class Chaos:
                 if self.args.wipe_manager and manager is not None and pod == manager.name:
                     self.manager_turns += 1
                     if self.manager_turns % 2 == 1:
-                        await self.wipe(pod, force)
-                        force = not force
+                        self.wipe_due = True
                         continue
                 await self.delete(pod, force)
                 force = not force
+
+    def whole(self) -> bool:
+        paused = self.paused_now()
+        ready = [p for p in self.pods if p.url and p.ready and p.name not in paused]
+        return len(ready) == len(self.pods) >= 3 and not self.repairing
 
     def paused_now(self) -> set[str]:
         return {pod for pod, until in self.paused.items() if until > self.now()}
@@ -309,13 +323,7 @@ class Chaos:
     async def wipe(self, manager: str, force: bool) -> None:
         """Delete the manager with its volume while a follower is held stopped past the
         restore's wait: the restore goes on without it."""
-        paused = self.paused_now()
         followers = [p.name for p in self.pods if p.ordinal != 0]
-        whole = all(p.url and p.ready and p.name not in paused for p in self.pods)
-        if len(followers) < 2 or not whole or self.repairing:
-            # A wipe needs a follower held stopped and another to restore from: else a deletion.
-            await self.delete(manager, force)
-            return
         held, hold = random.choice(followers), self.args.restore_wait + 3.0
         event = Deletion(round(self.now(), 2), manager, force, kind="wipe", held=held, seconds=hold)
         self.result.deletions.append(event)
@@ -328,11 +336,13 @@ class Chaos:
             # checked at the end (on a follower each, since they were acked by one).
             self.wipes += 1
             self.recent.clear()
-            self.highest_seq.pop(manager, None)
             self.restoring = True
             await self.target.delete(manager, force, wipe=True)
         except TargetError as exc:
             event.error = str(exc)
+        finally:  # the old process is gone: the new one starts from what it restores
+            self.highest_seq.pop(manager, None)
+            self.seq_resets += 1
         await self.refresh()
 
     async def delete(self, pod: str, force: bool) -> None:
@@ -372,10 +382,13 @@ class Chaos:
 
     async def sample(self, pod: PodInfo) -> dict[str, Any] | None:
         assert pod.url is not None
+        resets = self.seq_resets
         try:
             status: dict[str, Any] = dict(await (await self.client(pod.url)).status())
         except (ClientError, ConnectionFailed):
             return None
+        if resets != self.seq_resets:
+            return status
         seq, before = int(status.get("applied_seq", 0)), self.highest_seq.get(pod.name, 0)
         if seq < before:
             self.violation("seq went backwards", f"{pod.name}: applied seq {seq} after {before}")
@@ -493,6 +506,7 @@ class Chaos:
                     )
             self.result.repaired.append(f"{pod.name} (diverged at seq {fork})")
             self.highest_seq.pop(pod.name, None)  # resynced: its seq follows the manager now
+            self.seq_resets += 1
 
     async def wait(self, check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
