@@ -8,16 +8,16 @@ and forced mixed. A sampler watches every pod's applied seq. Then, with every po
 every acknowledged write must be on every replica at its version or a later one, every replica at
 one seq with one digest, and no applied seq may have gone backwards. Exit 1 on any violation.
 
-Two more faults mix with the deletions on request. `--wipe-manager`: some of the manager's turns
-delete its volume with it, while a follower is held stopped (SIGSTOP) past the pods'
+Two more faults mix with the deletions on request. `--wipe-manager`: two of the manager's turns
+in three delete its volume with it, while a follower is held stopped (SIGSTOP) past the pods'
 KV_RESTORE_WAIT, so that the manager restores without it; writes then ask for ack=1, so that
-every acknowledged write is on a follower. `--pause`: some turns freeze a pod (SIGSTOP) for 1 to
-40 s, longer than the heartbeat and forwarding timeouts. The verdict then also checks, on every
-look at the pods, that no two ready replicas stand at one seq with two digests; a follower left
-diverged is not a violation but a repair: what it holds past the fork is read (as `kvstore repair
-export` does), each acknowledged write found there counts as recoverable, and it is resynced.
-Writes whose outcome is unknown (a broken connection, 504) are counted apart: each must be
-present or absent, never applied twice.
+every acknowledged write is on a follower. `--pause`: every fourth turn freezes a pod (SIGSTOP)
+for 1 to 40 s, longer than the heartbeat and forwarding timeouts. The verdict then also checks,
+on every look at the pods, that no two ready replicas stand at one seq with two digests; a
+follower left diverged is not a violation but a repair: what it holds past the fork is read (as
+`kvstore repair export` does), each acknowledged write found there counts as recoverable, and it
+is resynced. Writes whose outcome is unknown (a broken connection, 504) are counted apart: each
+must be present or absent, never applied twice.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ class Chaos:
                         await self.wipe(manager.name, force)
                         force = not force
                 continue
-            if self.args.pause and tick % 3 == 0:
+            if self.args.pause and tick % 4 == 0:
                 await self.pause_one()
                 continue
             paused = self.paused_now()
@@ -292,7 +292,7 @@ class Chaos:
                 manager = self.manager()
                 if self.args.wipe_manager and manager is not None and pod == manager.name:
                     self.manager_turns += 1
-                    if self.manager_turns % 2 == 1:
+                    if self.manager_turns % 3 != 0:  # two manager turns in three
                         self.wipe_due = True
                         continue
                 await self.delete(pod, force)
@@ -724,7 +724,7 @@ def register(sub: Sub) -> None:
     p.add_argument(
         "--wipe-manager",
         action="store_true",
-        help="some manager deletions take its volume too, with a follower held stopped",
+        help="two manager deletions in three take its volume too, with a follower held stopped",
     )
     p.add_argument(
         "--pause", action="store_true", help="some turns freeze a pod (SIGSTOP) for 1-40 s"
