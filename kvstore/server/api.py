@@ -147,6 +147,10 @@ async def get_key(request: web.Request) -> web.StreamResponse:
         "X-KV-Served-By": node.settings.pod_name,
         "ETag": f'"{item.version}"',
     }
+    if not node.is_manager:  # how stale this replica may be
+        lag = node.lag()
+        headers["X-KV-Manager-Seq"] = str(node.link.manager_seq)
+        headers["X-KV-Lag-Seconds"] = f"{lag['seconds']:.3f}"
     return web.Response(body=item.value, headers=headers)
 
 

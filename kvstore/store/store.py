@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ import aiosqlite
 from kvstore.errors import Compacted, EpochMismatch, KVError, ShuttingDown, StoreClosed, WaitTimeout
 from kvstore.model import DIGEST_MOD, Change, Entry, OpResult, WriteRequest, digest_hex
 from kvstore.store import schema
+from kvstore.store.terms import Terms, next_term, term_at
 from kvstore.store.txn import State, Txn, stage_changes, stage_requests
 
 T = TypeVar("T")
@@ -90,7 +92,9 @@ class Store:
         epoch, seq, digest, keys = conn.execute(schema.READ_META).fetchone()
         (oldest,) = conn.execute("SELECT min(seq) FROM changes").fetchone()
         pruned = (oldest - 1) if oldest is not None else seq
-        self.state = State(epoch, seq, int(digest, 16), keys, pruned)
+        (term,) = conn.execute("SELECT term FROM meta WHERE id = 1").fetchone()
+        terms = tuple((t, s) for t, s in conn.execute(schema.READ_TERMS))
+        self.state = State(epoch, seq, int(digest, 16), keys, pruned, term, terms)
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection. Safe to call more than once."""
@@ -397,7 +401,7 @@ class Store:
         """Write the rows, log the changes, prune the log a bounded step and write meta (the
         COMMIT follows)."""
         await txn.flush()
-        conn.executemany(schema.INSERT_CHANGE, txn.changes)
+        conn.executemany(schema.INSERT_CHANGE, _with_terms(txn.changes, txn.start.terms))
         pruned = txn.start.pruned_upto
         target = txn.seq - self.retention
         if target > pruned:
@@ -438,7 +442,31 @@ class Store:
     def _set_epoch(self, epoch: str) -> None:
         st = self.state
         self._wc.execute(schema.UPDATE_META, (epoch, st.seq, digest_hex(st.digest), st.keys))
-        self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
+        self.state = dataclasses.replace(st, epoch=epoch)
+
+    # --- terms (kvstore/store/terms.py) ------------------------------------------------------
+    async def begin_term(self, at_least: int = 0) -> int:
+        """The manager: start a new term (at each process start and each restore), above every
+        term this store knows and `at_least`; its first change will be seq+1."""
+        st = self.state
+        term = next_term(st.terms, st.term, at_least)
+        await self._write_terms((*st.terms, (term, st.seq + 1)), term)
+        return term
+
+    async def adopt_terms(self, terms: Terms) -> None:
+        """A follower: take the manager's term table (its history contains ours, the history
+        check said so), before applying the manager's changes."""
+        if terms and terms != self.state.terms:
+            await self._write_terms(terms, max(self.state.term, *(t for t, _ in terms)))
+
+    async def _write_terms(self, terms: Terms, term: int) -> None:
+        async def stage(conn: sqlite3.Connection) -> State:
+            conn.execute("DELETE FROM terms")
+            conn.executemany(schema.INSERT_TERM, terms)
+            conn.execute(schema.SET_TERM, (term,))
+            return dataclasses.replace(self.state, term=term, terms=tuple(sorted(terms)))
+
+        await self.run_transaction(stage)
 
     # --- snapshots ---------------------------------------------------------------------------
     def installed(self) -> None:
@@ -447,6 +475,14 @@ class Store:
         for listener in list(self._listeners):
             listener([])
         self._publish([])
+
+
+def _with_terms(changes: list[Change], terms: Terms) -> Iterable[tuple[Any, ...]]:
+    """Each change's row for the log, with the term in force at its seq."""
+    last_start = max((s for _, s in terms), default=0)
+    last = term_at(terms, last_start)
+    for c in changes:
+        yield (*c, last if c.seq >= last_start else term_at(terms, c.seq))
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
