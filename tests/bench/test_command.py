@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def test_options_default_to_ten_seconds_and_check_ranges() -> None:
 def _suite_args(**over: Any) -> argparse.Namespace:
     base: dict[str, Any] = dict(compare=None, duration=None, levels="1,16", only="put,lag")
     base |= dict(catchup_writes=10, snapshot_keys=10, value_size=100, rate=None, workdir=None)
-    base |= dict(load_generator="python")
+    base |= dict(load_generator="python", pin=False)
     return argparse.Namespace(**(base | over))
 
 
@@ -60,6 +61,7 @@ def test_suite_options_defaults_and_checks(tmp_path: Path) -> None:
     opts = suite_options(_suite_args())
     assert (opts.duration, opts.lag_rate, opts.concurrency) == (10.0, 1000.0, (1, 16))
     assert (opts.only, opts.use_wrk, opts.compare_etcd) == (("put", "lag"), False, False)
+    assert opts.pin is False and suite_options(_suite_args(pin=True)).pin is True
     assert parse_only(",".join(SUITE_SCENARIOS)) == SUITE_SCENARIOS
     for bad in ("", "put,nope"):
         with pytest.raises(ValueError):
@@ -73,6 +75,13 @@ def test_suite_options_defaults_and_checks(tmp_path: Path) -> None:
         dict(levels="1,x"),
         dict(only="put,nope"),
     ):
+        with pytest.raises(UsageError):
+            suite_options(_suite_args(**over))
+
+
+def test_pin_needs_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    for over in (dict(pin=True),):
         with pytest.raises(UsageError):
             suite_options(_suite_args(**over))
 
