@@ -113,11 +113,16 @@ def validate_key(key: str, max_bytes: int) -> None:
             raise InvalidKey("the key is not valid UTF-8")
 
 
-def entry_hash(key: str, value: bytes) -> int:
-    """A key/value pair's share of the digest: 128 bits of BLAKE2b over (len, key, value)."""
+def entry_digest(key: str, value: bytes) -> bytes:
+    """A key/value pair's 128 bits of BLAKE2b over (len, key, value), as stored in its row
+    (`hash_bytes(entry_hash(...))`, without the round trip through an int)."""
     kb = key.encode("utf-8")
-    h = hashlib.blake2b(len(kb).to_bytes(4, "big") + kb + value, digest_size=16)
-    return int.from_bytes(h.digest(), "big")
+    return hashlib.blake2b(len(kb).to_bytes(4, "big") + kb + value, digest_size=16).digest()
+
+
+def entry_hash(key: str, value: bytes) -> int:
+    """A key/value pair's share of the digest: its `entry_digest` as a number."""
+    return int.from_bytes(entry_digest(key, value), "big")
 
 
 def hash_bytes(value: int) -> bytes:

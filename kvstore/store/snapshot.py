@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kvstore.errors import InvalidRequest
-from kvstore.model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
+from kvstore.model import DIGEST_MOD, digest_hex, entry_digest
 from kvstore.store import schema
 from kvstore.store.store import Store
 from kvstore.store.terms import Terms, normalize
@@ -212,8 +212,8 @@ def _insert_line(conn: sqlite3.Connection, line: bytes) -> tuple[str, int, int]:
     digest, params = 0, []
     for key, b64, version, create_seq, mod_seq in msg["rows"]:
         value = base64.b64decode(b64)
-        h = entry_hash(key, value)
-        digest += h
-        params.append((key, value, version, create_seq, mod_seq, hash_bytes(h)))
+        raw = entry_digest(key, value)
+        digest += int.from_bytes(raw, "big")
+        params.append((key, value, version, create_seq, mod_seq, raw))
     conn.executemany(schema.INSERT_KV, params)  # the table was emptied: a repeated key fails
     return kind, digest % DIGEST_MOD, len(params)

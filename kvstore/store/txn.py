@@ -23,8 +23,7 @@ from kvstore.model import (
     OpResult,
     WriteRequest,
     WriteResult,
-    entry_hash,
-    hash_bytes,
+    entry_digest,
     hash_int,
 )
 from kvstore.store import schema
@@ -123,9 +122,10 @@ class Txn:
             self._known[ch.key] = None
         else:
             assert ch.value is not None
-            new_hash = entry_hash(ch.key, ch.value)
+            raw = entry_digest(ch.key, ch.value)
+            new_hash = int.from_bytes(raw, "big")
             create_seq = cur[2] if cur else ch.seq
-            row = (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
+            row = (ch.key, ch.value, ch.version, create_seq, ch.seq, raw)
             self._rows[ch.key] = row
             self.digest += new_hash - old_hash  # reduced mod DIGEST_MOD when read
             self.keys += 0 if cur else 1
