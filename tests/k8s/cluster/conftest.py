@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-OVERLAY = REPO / "k8s" / "overlays" / "kind"
+OVERLAY = REPO / "k8s" / "overlays" / "local"
 SELECTOR = "app.kubernetes.io/name=kvstore"
 ENABLED = os.environ.get("KV_K8S_TEST") == "1"
 SKIP_REASON = "the Kubernetes suite is opt-in: make k8s-up && make k8s-test (KV_K8S_TEST=1)"
