@@ -337,7 +337,8 @@ def network() -> None:
         run("ip", "addr", "add", NODE_CIDR, "dev", NODE_BRIDGE)
     run("ip", "link", "set", NODE_BRIDGE, "up")
     # Pods reach Services (kube-proxy's DNAT on bridged traffic) and the node's address.
-    run("modprobe", "br_netfilter", check=False)
+    if not Path("/proc/sys/net/bridge").exists():
+        raise SystemExit("the br_netfilter kernel module is not loaded (modprobe br_netfilter)")
     saved = STATE / "sysctl.json"
     old = json.loads(saved.read_text()) if saved.exists() else {}
     for key, value in {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/ip_forward": "1"}.items():
@@ -371,6 +372,8 @@ def start_control_plane(d: Path) -> None:
         f"--service-account-key-file={d / 'sa.pub'}",
         f"--service-account-signing-key-file={d / 'sa.key'}",
         "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+        # Reach the kubelet (logs, exec, port-forward) at its address, never through a resolver.
+        "--kubelet-preferred-address-types=InternalIP",
         "--enable-admission-plugins=NodeRestriction", "--profiling=false", "--v=1",
     ])
     wait_for("kube-apiserver /readyz", lambda: https_ok(f"{APISERVER}/readyz", "admin"), 120,
@@ -432,6 +435,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   address = ""
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
+  # Root here lacks CAP_SYS_RESOURCE, so runc cannot lower a process's oom_score_adj below
+  # containerd's own (the sandbox's -998 fails with "can't get final child's PID from pipe").
+  restrict_oom_score_adj = true
   enable_cdi = false
 [{cri}.containerd]
   snapshotter = "overlayfs"
@@ -454,7 +460,17 @@ def ctr(*args: str, check: bool = True, timeout: float = 600) -> str:
 
 
 def images() -> None:
-    """The kvstore image from the Dockerfile, and the two images no registry serves here."""
+    """Import the images into containerd's k8s.io namespace (`ctr images import`)."""
+    for tar in build_images():
+        ctr("images", "import", str(tar))
+    log("images in containerd's k8s.io namespace: " + ", ".join(
+        line.split()[0] for line in ctr("images", "ls").splitlines()[1:]
+        if not line.startswith("sha256:")))
+
+
+def build_images() -> list[Path]:
+    """The kvstore image from the Dockerfile, and the two images no registry serves here, as
+    docker-archive tarballs (cached: the kvstore one by a digest of what it is built from)."""
     images_dir = CACHE / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
@@ -474,7 +490,6 @@ def images() -> None:
         for old in images_dir.glob("kvstore-*.tar"):
             old.unlink()
         podman("save", "--format", "docker-archive", "-o", str(tar), KVSTORE_IMAGE, timeout=600)
-    ctr("images", "import", str(tar))
 
     pause_tar = images_dir / "pause.tar"
     kubectl_tar = images_dir / f"kubectl-{RELEASE}.tar"
@@ -500,11 +515,7 @@ def images() -> None:
         podman("build", "--layers=false", "-t", KUBECTL_IMAGE, str(ctx), timeout=600)
         podman("save", "--format", "docker-archive", "-o", str(kubectl_tar), KUBECTL_IMAGE,
                timeout=600)
-    ctr("images", "import", str(pause_tar))
-    ctr("images", "import", str(kubectl_tar))
-    log("images in containerd's k8s.io namespace: " + ", ".join(
-        line.split()[0] for line in ctr("images", "ls").splitlines()[1:]
-        if not line.startswith("sha256:")))
+    return [tar, pause_tar, kubectl_tar]
 
 
 def source_digest() -> str:
@@ -739,11 +750,14 @@ def status() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["build", "up", "down", "status", "built"])
+    parser.add_argument("command", choices=["build", "images", "up", "down", "status", "built"])
     parser.add_argument("--force", action="store_true", help="build: rebuild every component")
     args = parser.parse_args()
     if args.command == "build":
         build(args.force)
+    elif args.command == "images":
+        for tar in build_images():
+            print(tar)
     elif args.command == "up":
         build()
         up()
