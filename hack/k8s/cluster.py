@@ -552,6 +552,10 @@ def start_node(d: Path) -> None:
         "failCgroupV1": False,
         "cgroupsPerQOS": False,
         "enforceNodeAllocatable": [],
+        # Without pod cgroups the in-place resize path dereferences a nil pod cgroup config and
+        # the kubelet panics (kuberuntime_manager.go doPodResizeAction) once a container
+        # restarts; nothing here resizes pods.
+        "featureGates": {"InPlacePodVerticalScaling": False},
         "failSwapOn": False,
         "clusterDomain": "cluster.local",
         "clusterDNS": [NODE_IP],
@@ -689,6 +693,12 @@ def down() -> None:
         stop(name)
     if (BIN / "kube-proxy").exists():
         run(BIN / "kube-proxy", "--cleanup", check=False)
+    # The kubelet's own chain, which kube-proxy's clean-up leaves.
+    for iptables in ("iptables", "ip6tables"):
+        for chain in ("INPUT", "OUTPUT"):
+            run(iptables, "-D", chain, "-j", "KUBE-FIREWALL", check=False)
+        run(iptables, "-F", "KUBE-FIREWALL", check=False)
+        run(iptables, "-X", "KUBE-FIREWALL", check=False)
     if running("containerd"):
         for task in sandboxes():
             ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)

@@ -6,6 +6,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -16,7 +17,10 @@ import (
 )
 
 func init() {
-	dnsserver.Directives = []string{"log", "errors", "health", "ready", "cache", "loadbalance", "kubernetes"}
+	// In the order of CoreDNS's own plugin.cfg.
+	dnsserver.Directives = []string{
+		"bind", "ready", "health", "errors", "log", "loadbalance", "cache", "kubernetes",
+	}
 }
 
 func main() {

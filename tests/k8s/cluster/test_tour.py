@@ -131,7 +131,7 @@ def test_write_on_manager_read_on_follower(kube: Kube) -> None:
     code, headers, body = http("PUT", f"{pod_url(kube.pods()['kv-1'])}/v1/kv/forwarded", b"x")
     assert code == 201 and headers["X-KV-Served-By"] == "kv-0", body
     # The read Service answers from any ready pod.
-    assert in_pod(kube, "kvstore", "--url", "http://kv-read:8080", "get", "greeting") == "hello"
+    assert in_pod(kube, "kvstore", "--url", "http://kv-read:8080", "get", "greeting").strip() == "hello"
 
 
 def test_names_kept_across_deletion(kube: Kube) -> None:
