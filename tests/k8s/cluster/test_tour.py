@@ -131,7 +131,10 @@ def test_write_on_manager_read_on_follower(kube: Kube) -> None:
     code, headers, body = http("PUT", f"{pod_url(kube.pods()['kv-1'])}/v1/kv/forwarded", b"x")
     assert code == 201 and headers["X-KV-Served-By"] == "kv-0", body
     # The read Service answers from any ready pod.
-    assert in_pod(kube, "kvstore", "--url", "http://kv-read:8080", "get", "greeting").strip() == "hello"
+    assert (
+        in_pod(kube, "kvstore", "--url", "http://kv-read:8080", "get", "greeting").strip()
+        == "hello"
+    )
 
 
 def test_names_kept_across_deletion(kube: Kube) -> None:
@@ -353,6 +356,21 @@ def test_on_delete_waits_for_a_deletion(kube: Kube) -> None:
     deleted_and_back(kube, "kv-2", old_uid)
     after = revisions(kube)
     assert after["kv-2"] == new and after["kv-0"] == before["kv-0"] == after["kv-1"]
+
+
+def test_parallel_creation(kube: Kube) -> None:
+    """Tour 4, the other policy: podManagementPolicy cannot change on a live set; deleted (its
+    volumes stay) and applied again with Parallel, all three pods are created at once."""
+    kube("delete", "statefulset", "kv")
+    kube.wait("the set's pods gone", lambda: not kube.pods(), 120)
+    rendered = kube("kustomize", str(OVERLAY))
+    assert "podManagementPolicy: OrderedReady" in rendered
+    kube("apply", "-f", "-", stdin=rendered.replace("OrderedReady", "Parallel"))
+    pods = kube.wait_ready(3)
+    created = sorted(p["metadata"]["creationTimestamp"] for p in pods.values())
+    first_ready = min(ready_since(p) for p in pods.values())
+    assert created[-1] <= first_ready, (created, first_ready)
+    assert claims(kube) == ["data-kv-0", "data-kv-1", "data-kv-2"]
 
 
 def test_backup_and_restore(kube: Kube, tmp_path: Path) -> None:
