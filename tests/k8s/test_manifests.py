@@ -299,7 +299,7 @@ def test_auth_component_wires_the_tokens(rendered: dict[str, list[Obj]]) -> None
 
 def test_docs_name_existing_paths() -> None:
     doc = (K8S.parent / "docs/kubernetes.md").read_text()
-    paths = set(re.findall(r"(?<![\w/])k8s/[\w./-]*\w", doc))
+    paths = set(re.findall(r"(?<![\w/-])k8s/[\w./-]*\w", doc))
     assert "k8s/overlays/kind" in paths
     missing = sorted(p for p in paths if not (K8S.parent / p).exists())
     assert not missing, f"docs/kubernetes.md names paths that do not exist: {missing}"
