@@ -76,7 +76,7 @@ def resolve(kube: Kube, name: str, kind: str = "A") -> list[str]:
         "r.cache = None\n"
         "print('\\n'.join(sorted(a.to_text() for a in r.resolve(sys.argv[1], sys.argv[2]))))"
     )
-    return in_pod(kube, "python3", "-c", script, name, kind).split("\n")
+    return in_pod(kube, "python3", "-c", script, name, kind).splitlines()
 
 
 def fqdn(kube: Kube, name: str) -> str:
@@ -199,6 +199,12 @@ def read_endpoints(kube: Kube) -> list[str]:
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a follower without its manager for 10 s turns unready (kvstore's readiness grace), "
+    "so kv-read loses its endpoints; the readiness change of 'No silent divergence' fixes it",
+)
 def test_read_service_keeps_endpoints_without_the_manager(kube: Kube, cluster: ModuleType) -> None:
     """kv-0 gone for 20 s (the node cordoned, so its replacement stays Pending): kv-read keeps
     kv-1 and kv-2 all along, since followers that cannot reach the manager stay ready; that is
@@ -211,16 +217,17 @@ def test_read_service_keeps_endpoints_without_the_manager(kube: Kube, cluster: M
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             endpoints = read_endpoints(kube)
-            assert endpoints == ["kv-1", "kv-2"], (endpoints, kube.dump())
-            code, headers, _ = get(kube, "kv-1", "greeting")
-            assert code == 200 and "X-KV-Lag-Seconds" in headers
+            gone_for = 20 - (deadline - time.monotonic())
+            assert endpoints == ["kv-1", "kv-2"], (f"after {gone_for:.0f}s", endpoints)
+            code, _, body = get(kube, "kv-1", "greeting")
+            assert (code, body) == (200, b"hello again"), body
             time.sleep(1)
         code, headers, _ = http("PUT", f"{pod_url(kube.pods()['kv-1'])}/v1/kv/x", b"x")
         assert code == 503 and "Retry-After" in headers
     finally:
         kube("uncordon", cluster.NODE)
-    deleted_and_back(kube, "kv-0", old["metadata"]["uid"])
-    kube.wait_ready(3)
+        deleted_and_back(kube, "kv-0", old["metadata"]["uid"])
+        kube.wait_ready(3)
 
 
 def order_of(kube: Kube, what: str, done: set[str], event: str, timeout: float = 240) -> list[str]:
