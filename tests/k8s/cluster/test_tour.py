@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -383,7 +384,7 @@ def test_parallel_creation(kube: Kube) -> None:
 def test_backup_and_restore(kube: Kube, tmp_path: Path) -> None:
     """Tour 8: a backup from a follower, put on a claim, and a new set started from it keeps the
     backup's epoch, seq and digest."""
-    kvstore = os.environ.get("KVSTORE", "kvstore")
+    kvstore = os.environ.get("KVSTORE", str(Path(sys.executable).parent / "kvstore"))
     backup = tmp_path / "backup.db"
     url = pod_url(kube.pods()["kv-1"])
     subprocess.run([kvstore, "backup", "--url", url, "--out", str(backup)], check=True, timeout=120)
