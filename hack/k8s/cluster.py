@@ -92,7 +92,9 @@ def run(*args: str | Path, check: bool = True, timeout: float = 600, **kw: objec
     argv = [str(a) for a in args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]
     if check and result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+        raise SystemExit(
+            f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
     return str(result.stdout)
 
 
@@ -105,7 +107,9 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: list[st
         except (OSError, subprocess.SubprocessError, ValueError):
             pass
         time.sleep(0.5)
-    tails = "\n".join(f"--- {n}.log (last lines) ---\n{tail(STATE / 'logs' / f'{n}.log')}" for n in logs)
+    tails = "\n".join(
+        f"--- {n}.log (last lines) ---\n{tail(STATE / 'logs' / f'{n}.log')}" for n in logs
+    )
     raise SystemExit(f"timed out after {timeout:g}s waiting for {what}\n{tails}")
 
 
@@ -153,9 +157,7 @@ def build(force: bool = False) -> None:
         log(f"building {', '.join(missing)} from k8s.io/kubernetes {RELEASE} (long the first time)")
         out = BIN / ".build"
         out.mkdir(exist_ok=True)
-        go_build(
-            [K8S_PROGRAMS[p] for p in missing], HERE / "go", out, ldflags, env
-        )
+        go_build([K8S_PROGRAMS[p] for p in missing], HERE / "go", out, ldflags, env)
         for p in missing:
             # `go build -o dir/` names go.etcd.io/etcd/server/v3's program `server`.
             produced = out / ("server" if p == "etcd" else p)
@@ -172,7 +174,9 @@ def go_build(pkgs: list[str], module: Path, out: Path, ldflags: str, env: dict[s
     if out.is_dir():
         argv[-1] = f"{out}/"
     # -v prints each package as it is compiled: the progress of a long build.
-    proc = subprocess.Popen([*argv, "-v", *pkgs], cwd=module, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*argv, "-v", *pkgs], cwd=module, env=env, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stderr
     count = 0
     last = time.monotonic()
@@ -196,14 +200,33 @@ def pki() -> Path:
     d = STATE / "pki"
     d.mkdir(parents=True, exist_ok=True)
     if not (d / "ca.crt").exists():
-        run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-            "-keyout", d / "ca.key", "-out", d / "ca.crt", "-subj", "/CN=kvstore-k8s-ca")
+        run(
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            d / "ca.key",
+            "-out",
+            d / "ca.crt",
+            "-subj",
+            "/CN=kvstore-k8s-ca",
+        )
         run("openssl", "genrsa", "-out", d / "sa.key", "2048")
         run("openssl", "rsa", "-in", d / "sa.key", "-pubout", "-out", d / "sa.pub")
         sans = ",".join(
             [
-                f"IP:{NODE_IP}", f"IP:{KUBERNETES_SVC_IP}", "IP:127.0.0.1", "DNS:localhost",
-                "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+                f"IP:{NODE_IP}",
+                f"IP:{KUBERNETES_SVC_IP}",
+                "IP:127.0.0.1",
+                "DNS:localhost",
+                "DNS:kubernetes",
+                "DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc",
                 "DNS:kubernetes.default.svc.cluster.local",
             ]
         )
@@ -225,16 +248,43 @@ def pki() -> Path:
 
 
 def cert(d: Path, name: str, subj: str, sans: str | None) -> None:
-    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", d / f"{name}.key",
-        "-out", d / f"{name}.csr", "-subj", subj)
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        d / f"{name}.key",
+        "-out",
+        d / f"{name}.csr",
+        "-subj",
+        subj,
+    )
     ext = d / f"{name}.ext"
     usage = "serverAuth" if sans else "clientAuth"
     ext.write_text(
         f"basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
         f"extendedKeyUsage={usage}\n" + (f"subjectAltName={sans}\n" if sans else "")
     )
-    run("openssl", "x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.crt", "-CAkey",
-        d / "ca.key", "-CAcreateserial", "-days", "30", "-out", d / f"{name}.crt", "-extfile", ext)
+    run(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        d / f"{name}.csr",
+        "-CA",
+        d / "ca.crt",
+        "-CAkey",
+        d / "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-out",
+        d / f"{name}.crt",
+        "-extfile",
+        ext,
+    )
 
 
 def kubeconfig(d: Path, name: str, path: Path) -> None:
@@ -243,11 +293,24 @@ def kubeconfig(d: Path, name: str, path: Path) -> None:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "kvstore", "cluster": {
-                    "server": APISERVER, "certificate-authority": str(d / "ca.crt")}}],
-                "users": [{"name": name, "user": {
-                    "client-certificate": str(d / f"{name}.crt"),
-                    "client-key": str(d / f"{name}.key")}}],
+                "clusters": [
+                    {
+                        "name": "kvstore",
+                        "cluster": {
+                            "server": APISERVER,
+                            "certificate-authority": str(d / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": name,
+                        "user": {
+                            "client-certificate": str(d / f"{name}.crt"),
+                            "client-key": str(d / f"{name}.key"),
+                        },
+                    }
+                ],
                 "contexts": [{"name": "kvstore", "context": {"cluster": "kvstore", "user": name}}],
                 "current-context": "kvstore",
             },
@@ -264,8 +327,12 @@ def start(name: str, argv: list[str | Path], env: dict[str, str] | None = None) 
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
         proc = subprocess.Popen(
-            [str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            [str(a) for a in argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     (STATE / "pids").mkdir(exist_ok=True)
     (STATE / "pids" / name).write_text(str(proc.pid))
@@ -298,8 +365,15 @@ def stop(name: str, timeout: float = 15) -> None:
 
 
 def kubectl(*args: str, check: bool = True, timeout: float = 60, stdin: str | None = None) -> str:
-    return run(BIN / "kubectl", "--kubeconfig", KUBECONFIG, *args, check=check,
-               timeout=timeout, input=stdin)
+    return run(
+        BIN / "kubectl",
+        "--kubeconfig",
+        KUBECONFIG,
+        *args,
+        check=check,
+        timeout=timeout,
+        input=stdin,
+    )
 
 
 def https_ok(url: str, name: str) -> bool:
@@ -341,7 +415,10 @@ def network() -> None:
         raise SystemExit("the br_netfilter kernel module is not loaded (modprobe br_netfilter)")
     saved = STATE / "sysctl.json"
     old = json.loads(saved.read_text()) if saved.exists() else {}
-    for key, value in {"net/bridge/bridge-nf-call-iptables": "1", "net/ipv4/ip_forward": "1"}.items():
+    for key, value in {
+        "net/bridge/bridge-nf-call-iptables": "1",
+        "net/ipv4/ip_forward": "1",
+    }.items():
         p = Path("/proc/sys") / key
         old.setdefault(key, p.read_text().strip())
         p.write_text(value)
@@ -349,51 +426,99 @@ def network() -> None:
 
 
 def start_etcd() -> None:
-    start("etcd", [
-        BIN / "etcd", "--name", NODE, "--data-dir", STATE / "etcd",
-        "--listen-client-urls", ETCD_CLIENT, "--advertise-client-urls", ETCD_CLIENT,
-        "--listen-peer-urls", ETCD_PEER, "--initial-advertise-peer-urls", ETCD_PEER,
-        "--initial-cluster", f"{NODE}={ETCD_PEER}", "--listen-metrics-urls", "http://127.0.0.1:23810",
-        "--unsafe-no-fsync", "--log-level", "warn",
-    ])
+    start(
+        "etcd",
+        [
+            BIN / "etcd",
+            "--name",
+            NODE,
+            "--data-dir",
+            STATE / "etcd",
+            "--listen-client-urls",
+            ETCD_CLIENT,
+            "--advertise-client-urls",
+            ETCD_CLIENT,
+            "--listen-peer-urls",
+            ETCD_PEER,
+            "--initial-advertise-peer-urls",
+            ETCD_PEER,
+            "--initial-cluster",
+            f"{NODE}={ETCD_PEER}",
+            "--listen-metrics-urls",
+            "http://127.0.0.1:23810",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ],
+    )
     wait_for("etcd /health", lambda: http_ok(f"{ETCD_CLIENT}/health"), 60, ["etcd"])
 
 
 def start_control_plane(d: Path) -> None:
-    start("kube-apiserver", [
-        BIN / "kube-apiserver", f"--etcd-servers={ETCD_CLIENT}",
-        f"--bind-address={NODE_IP}", f"--advertise-address={NODE_IP}", "--secure-port=6443",
-        f"--service-cluster-ip-range={SERVICE_CIDR}", "--service-node-port-range=30000-32767",
-        f"--client-ca-file={d / 'ca.crt'}",
-        f"--tls-cert-file={d / 'apiserver.crt'}", f"--tls-private-key-file={d / 'apiserver.key'}",
-        f"--kubelet-client-certificate={d / 'apiserver-kubelet-client.crt'}",
-        f"--kubelet-client-key={d / 'apiserver-kubelet-client.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={d / 'sa.pub'}",
-        f"--service-account-signing-key-file={d / 'sa.key'}",
-        "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-        # Reach the kubelet (logs, exec, port-forward) at its address, never through a resolver.
-        "--kubelet-preferred-address-types=InternalIP",
-        "--enable-admission-plugins=NodeRestriction", "--profiling=false", "--v=1",
-    ])
-    wait_for("kube-apiserver /readyz", lambda: https_ok(f"{APISERVER}/readyz", "admin"), 120,
-             ["kube-apiserver", "etcd"])
-    start("kube-controller-manager", [
-        BIN / "kube-controller-manager",
-        f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
-        f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
-        f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
-        "--bind-address=127.0.0.1", "--leader-elect=false", "--use-service-account-credentials",
-        f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
-        f"--cluster-signing-cert-file={d / 'ca.crt'}", f"--cluster-signing-key-file={d / 'ca.key'}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}", "--controllers=*", "--v=1",
-    ])
-    start("kube-scheduler", [
-        BIN / "kube-scheduler", f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
-        f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
-        f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
-        "--bind-address=127.0.0.1", "--leader-elect=false", "--v=1",
-    ])
+    start(
+        "kube-apiserver",
+        [
+            BIN / "kube-apiserver",
+            f"--etcd-servers={ETCD_CLIENT}",
+            f"--bind-address={NODE_IP}",
+            f"--advertise-address={NODE_IP}",
+            "--secure-port=6443",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-node-port-range=30000-32767",
+            f"--client-ca-file={d / 'ca.crt'}",
+            f"--tls-cert-file={d / 'apiserver.crt'}",
+            f"--tls-private-key-file={d / 'apiserver.key'}",
+            f"--kubelet-client-certificate={d / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={d / 'apiserver-kubelet-client.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            # Reach the kubelet (logs, exec, port-forward) at its address, never through a resolver.
+            "--kubelet-preferred-address-types=InternalIP",
+            "--enable-admission-plugins=NodeRestriction",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+    wait_for(
+        "kube-apiserver /readyz",
+        lambda: https_ok(f"{APISERVER}/readyz", "admin"),
+        120,
+        ["kube-apiserver", "etcd"],
+    )
+    start(
+        "kube-controller-manager",
+        [
+            BIN / "kube-controller-manager",
+            f"--kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--use-service-account-credentials",
+            f"--service-account-private-key-file={d / 'sa.key'}",
+            f"--root-ca-file={d / 'ca.crt'}",
+            f"--cluster-signing-cert-file={d / 'ca.crt'}",
+            f"--cluster-signing-key-file={d / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*",
+            "--v=1",
+        ],
+    )
+    start(
+        "kube-scheduler",
+        [
+            BIN / "kube-scheduler",
+            f"--kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={STATE / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+    )
 
 
 def containerd_socket() -> Path:
@@ -403,34 +528,45 @@ def containerd_socket() -> Path:
 def start_containerd() -> None:
     c = STATE / "containerd"
     (STATE / "cni").mkdir(parents=True, exist_ok=True)
-    (STATE / "cni" / "10-kvstore.conflist").write_text(json.dumps({
-        "cniVersion": "1.0.0",
-        "name": "kvstore-k8s",
-        "plugins": [
+    (STATE / "cni" / "10-kvstore.conflist").write_text(
+        json.dumps(
             {
-                "type": "bridge", "bridge": POD_BRIDGE, "isGateway": True, "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {"type": "host-local", "dataDir": str(STATE / "cni-ipam"),
-                         "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
-                         "routes": [{"dst": "0.0.0.0/0"}]},
+                "cniVersion": "1.0.0",
+                "name": "kvstore-k8s",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": POD_BRIDGE,
+                        "isGateway": True,
+                        "ipMasq": False,
+                        "hairpinMode": True,
+                        "ipam": {
+                            "type": "host-local",
+                            "dataDir": str(STATE / "cni-ipam"),
+                            "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
+                            "routes": [{"dst": "0.0.0.0/0"}],
+                        },
+                    },
+                    {"type": "loopback"},
+                ],
             },
-            {"type": "loopback"},
-        ],
-    }, indent=2))
+            indent=2,
+        )
+    )
     c.mkdir(parents=True, exist_ok=True)
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     (c / "config.toml").write_text(f"""\
 version = 2
-root = "{c / 'root'}"
-state = "{c / 'state'}"
+root = "{c / "root"}"
+state = "{c / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 [grpc]
   address = "{containerd_socket()}"
 [ttrpc]
-  address = "{c / 'containerd.sock.ttrpc'}"
+  address = "{c / "containerd.sock.ttrpc"}"
 [debug]
-  address = "{c / 'debug.sock'}"
+  address = "{c / "debug.sock"}"
 [metrics]
   address = ""
 [{cri}]
@@ -448,24 +584,30 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   SystemdCgroup = false
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
-  conf_dir = "{STATE / 'cni'}"
+  conf_dir = "{STATE / "cni"}"
 """)
     start("containerd", ["containerd", "--config", c / "config.toml"])
     wait_for("containerd", lambda: ctr("version", check=True) != "", 60, ["containerd"])
 
 
 def ctr(*args: str, check: bool = True, timeout: float = 600) -> str:
-    return run("ctr", "--address", containerd_socket(), "-n", "k8s.io", *args, check=check,
-               timeout=timeout)
+    return run(
+        "ctr", "--address", containerd_socket(), "-n", "k8s.io", *args, check=check, timeout=timeout
+    )
 
 
 def images() -> None:
     """Import the images into containerd's k8s.io namespace (`ctr images import`)."""
     for tar in build_images():
         ctr("images", "import", str(tar))
-    log("images in containerd's k8s.io namespace: " + ", ".join(
-        line.split()[0] for line in ctr("images", "ls").splitlines()[1:]
-        if not line.startswith("sha256:")))
+    log(
+        "images in containerd's k8s.io namespace: "
+        + ", ".join(
+            line.split()[0]
+            for line in ctr("images", "ls").splitlines()[1:]
+            if not line.startswith("sha256:")
+        )
+    )
 
 
 def build_images() -> list[Path]:
@@ -482,8 +624,10 @@ def build_images() -> list[Path]:
     key = source_digest()
     tar = images_dir / f"kvstore-{key[:12]}.tar"
     if not tar.exists():
-        log("building the kvstore image with podman (the Dockerfile; base: "
-            f"{os.environ.get('KVSTORE_TEST_BASE_IMAGE', 'a Debian bookworm stand-in')})")
+        log(
+            "building the kvstore image with podman (the Dockerfile; base: "
+            f"{os.environ.get('KVSTORE_TEST_BASE_IMAGE', 'a Debian bookworm stand-in')})"
+        )
         base = podman.standin_base()
         built_image = podman.build(base)
         podman("tag", built_image, KVSTORE_IMAGE)
@@ -499,8 +643,9 @@ def build_images() -> list[Path]:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir()
         shutil.copy(BIN / "pause", root / "pause")
-        layer = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True,
-                               check=True).stdout
+        layer = subprocess.run(
+            ["tar", "-C", str(root), "-c", "."], capture_output=True, check=True
+        ).stdout
         podman("import", "--change", 'ENTRYPOINT ["/pause"]', "-", PAUSE_IMAGE, stdin=layer)
         podman("save", "--format", "docker-archive", "-o", str(pause_tar), PAUSE_IMAGE)
         # The chaos Job's init container runs `cp /bin/kubectl /tools/kubectl`: the
@@ -513,8 +658,9 @@ def build_images() -> list[Path]:
             f"FROM {podman.standin_base()}\nCOPY kubectl /bin/kubectl\nUSER 10001:10001\n"
         )
         podman("build", "--layers=false", "-t", KUBECTL_IMAGE, str(ctx), timeout=600)
-        podman("save", "--format", "docker-archive", "-o", str(kubectl_tar), KUBECTL_IMAGE,
-               timeout=600)
+        podman(
+            "save", "--format", "docker-archive", "-o", str(kubectl_tar), KUBECTL_IMAGE, timeout=600
+        )
     return [tar, pause_tar, kubectl_tar]
 
 
@@ -522,7 +668,9 @@ def source_digest() -> str:
     """What the kvstore image is built from: the Dockerfile, the project and its package."""
     h = hashlib.sha256()
     files = [REPO / "Dockerfile", REPO / "pyproject.toml", REPO / "README.md"]
-    files += sorted(p for p in (REPO / "kvstore").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files += sorted(
+        p for p in (REPO / "kvstore").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
     for p in files:
         h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
@@ -533,70 +681,100 @@ def start_node(d: Path) -> None:
     kubelet_dir.mkdir(parents=True, exist_ok=True)
     # The pods' resolver when they use the node's (dnsPolicy: Default): the cluster's DNS too.
     (STATE / "resolv.conf").write_text(f"nameserver {NODE_IP}\n")
-    (STATE / "kubelet.yaml").write_text(json.dumps({
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": NODE_IP,
-        "port": 10250,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(d / "ca.crt")}},
-        "authorization": {"mode": "Webhook"},
-        "tlsCertFile": str(d / "kubelet.crt"),
-        "tlsPrivateKeyFile": str(d / "kubelet.key"),
-        "containerRuntimeEndpoint": f"unix://{containerd_socket()}",
-        "cgroupDriver": "cgroupfs",
-        # This machine's cgroups are a v1 hierarchy, shared with everything else on it: no
-        # QoS cgroups or node allocatable enforcement of the kubelet's own.
-        "failCgroupV1": False,
-        "cgroupsPerQOS": False,
-        "enforceNodeAllocatable": [],
-        # Without pod cgroups the in-place resize path dereferences a nil pod cgroup config and
-        # the kubelet panics (kuberuntime_manager.go doPodResizeAction) once a container
-        # restarts; nothing here resizes pods.
-        "featureGates": {"InPlacePodVerticalScaling": False},
-        "failSwapOn": False,
-        "clusterDomain": "cluster.local",
-        "clusterDNS": [NODE_IP],
-        "resolvConf": str(STATE / "resolv.conf"),
-        # Other work shares this disk and memory: evict only when nearly out.
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "serializeImagePulls": False,
-        "maxPods": 60,
-        "protectKernelDefaults": False,
-        "makeIPTablesUtilChains": False,
-        "shutdownGracePeriod": "0s",
-    }, indent=2))
-    start("kubelet", [
-        BIN / "kubelet", f"--config={STATE / 'kubelet.yaml'}",
-        f"--kubeconfig={STATE / 'kubelet-client.kubeconfig'}", f"--root-dir={kubelet_dir}",
-        f"--hostname-override={NODE}", f"--node-ip={NODE_IP}", "--v=1",
-    ])
+    (STATE / "kubelet.yaml").write_text(
+        json.dumps(
+            {
+                "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                "kind": "KubeletConfiguration",
+                "address": NODE_IP,
+                "port": 10250,
+                "readOnlyPort": 0,
+                "healthzBindAddress": "127.0.0.1",
+                "authentication": {
+                    "anonymous": {"enabled": False},
+                    "webhook": {"enabled": True},
+                    "x509": {"clientCAFile": str(d / "ca.crt")},
+                },
+                "authorization": {"mode": "Webhook"},
+                "tlsCertFile": str(d / "kubelet.crt"),
+                "tlsPrivateKeyFile": str(d / "kubelet.key"),
+                "containerRuntimeEndpoint": f"unix://{containerd_socket()}",
+                "cgroupDriver": "cgroupfs",
+                # This machine's cgroups are a v1 hierarchy, shared with everything else on it: no
+                # QoS cgroups or node allocatable enforcement of the kubelet's own.
+                "failCgroupV1": False,
+                "cgroupsPerQOS": False,
+                "enforceNodeAllocatable": [],
+                # Without pod cgroups the in-place resize path dereferences a nil pod cgroup
+                # config and the kubelet panics (kuberuntime_manager.go doPodResizeAction) once
+                # a container restarts; nothing here resizes pods.
+                "featureGates": {"InPlacePodVerticalScaling": False},
+                "failSwapOn": False,
+                "clusterDomain": "cluster.local",
+                "clusterDNS": [NODE_IP],
+                "resolvConf": str(STATE / "resolv.conf"),
+                # Other work shares this disk and memory: evict only when nearly out.
+                "evictionHard": {
+                    "memory.available": "100Mi",
+                    "nodefs.available": "1%",
+                    "imagefs.available": "1%",
+                    "nodefs.inodesFree": "1%",
+                },
+                "imageGCHighThresholdPercent": 100,
+                "imageGCLowThresholdPercent": 99,
+                "serializeImagePulls": False,
+                "maxPods": 60,
+                "protectKernelDefaults": False,
+                "makeIPTablesUtilChains": False,
+                "shutdownGracePeriod": "0s",
+            },
+            indent=2,
+        )
+    )
+    start(
+        "kubelet",
+        [
+            BIN / "kubelet",
+            f"--config={STATE / 'kubelet.yaml'}",
+            f"--kubeconfig={STATE / 'kubelet-client.kubeconfig'}",
+            f"--root-dir={kubelet_dir}",
+            f"--hostname-override={NODE}",
+            f"--node-ip={NODE_IP}",
+            "--v=1",
+        ],
+    )
 
     def node_ready() -> bool:
-        out = kubectl("get", "node", NODE, "-o",
-                      "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+        out = kubectl(
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+        )
         return out.strip() == "True"
 
     wait_for(f"node {NODE} Ready", node_ready, 180, ["kubelet", "containerd"])
-    (STATE / "kube-proxy.yaml").write_text(json.dumps({
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": str(STATE / "proxy.kubeconfig")},
-        "mode": "iptables",
-        "clusterCIDR": POD_SUBNET,
-        "hostnameOverride": NODE,
-        "bindAddress": NODE_IP,
-        "healthzBindAddress": "127.0.0.1:10256",
-        "metricsBindAddress": "127.0.0.1:10249",
-        # Leave the machine's conntrack table size alone.
-        "conntrack": {"maxPerCore": 0, "min": 0},
-        "nodePortAddresses": [f"{NODE_CIDR}"],
-    }, indent=2))
+    (STATE / "kube-proxy.yaml").write_text(
+        json.dumps(
+            {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "clientConnection": {"kubeconfig": str(STATE / "proxy.kubeconfig")},
+                "mode": "iptables",
+                "clusterCIDR": POD_SUBNET,
+                "hostnameOverride": NODE,
+                "bindAddress": NODE_IP,
+                "healthzBindAddress": "127.0.0.1:10256",
+                "metricsBindAddress": "127.0.0.1:10249",
+                # Leave the machine's conntrack table size alone.
+                "conntrack": {"maxPerCore": 0, "min": 0},
+                "nodePortAddresses": [f"{NODE_CIDR}"],
+            },
+            indent=2,
+        )
+    )
     start("kube-proxy", [BIN / "kube-proxy", f"--config={STATE / 'kube-proxy.yaml'}", "--v=1"])
 
 
@@ -608,7 +786,7 @@ def start_addons() -> None:
     health 127.0.0.1:18080
     ready 127.0.0.1:18181
     kubernetes cluster.local in-addr.arpa ip6.arpa {{
-        kubeconfig {STATE / 'admin.kubeconfig'} kvstore
+        kubeconfig {STATE / "admin.kubeconfig"} kvstore
         pods insecure
         ttl 5
     }}
@@ -617,26 +795,47 @@ def start_addons() -> None:
 }}
 """)
     start("coredns", [BIN / "coredns", "-conf", STATE / "Corefile"])
-    start("kv-provisioner", [
-        BIN / "kv-provisioner", f"--kubeconfig={STATE / 'admin.kubeconfig'}",
-        f"--root={STATE / 'volumes'}", f"--node={NODE}",
-    ])
-    kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {"name": "standard", "annotations": {
-            "storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": "kvstore.invalid/hostpath",
-        "reclaimPolicy": "Delete",
-        "volumeBindingMode": "WaitForFirstConsumer",
-    }))
+    start(
+        "kv-provisioner",
+        [
+            BIN / "kv-provisioner",
+            f"--kubeconfig={STATE / 'admin.kubeconfig'}",
+            f"--root={STATE / 'volumes'}",
+            f"--node={NODE}",
+        ],
+    )
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": "standard",
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "kvstore.invalid/hostpath",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "WaitForFirstConsumer",
+            }
+        ),
+    )
     wait_for("CoreDNS ready", lambda: http_ok("http://127.0.0.1:18181/ready"), 60, ["coredns"])
-    wait_for("kubernetes.default.svc.cluster.local in CoreDNS", lambda: dns_a(
-        "kubernetes.default.svc.cluster.local") == KUBERNETES_SVC_IP, 60, ["coredns"])
+    wait_for(
+        "kubernetes.default.svc.cluster.local in CoreDNS",
+        lambda: dns_a("kubernetes.default.svc.cluster.local") == KUBERNETES_SVC_IP,
+        60,
+        ["coredns"],
+    )
     # The default ServiceAccount (the token controller) before anything is applied.
-    wait_for("ServiceAccount default/default",
-             lambda: kubectl("get", "sa", "default", check=False) != "", 60,
-             ["kube-controller-manager"])
+    wait_for(
+        "ServiceAccount default/default",
+        lambda: kubectl("get", "sa", "default", check=False) != "",
+        60,
+        ["kube-controller-manager"],
+    )
 
 
 def dns_a(name: str) -> str:
@@ -684,8 +883,16 @@ def down() -> None:
     stop("kube-scheduler")
     if running("kubelet") and running("kube-apiserver"):
         # The kubelet stops every pod properly: containers, then the sandbox and its network.
-        kubectl("delete", "pods", "--all-namespaces", "--all", "--grace-period=0", "--force",
-                "--wait=false", check=False)
+        kubectl(
+            "delete",
+            "pods",
+            "--all-namespaces",
+            "--all",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+            check=False,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and running("containerd") and sandboxes():
             time.sleep(0.5)
@@ -750,10 +957,19 @@ def leftover_netns() -> list[str]:
 
 
 def status() -> None:
-    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                 "containerd", "kubelet", "kube-proxy", "coredns", "kv-provisioner"):
+    for name in (
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "containerd",
+        "kubelet",
+        "kube-proxy",
+        "coredns",
+        "kv-provisioner",
+    ):
         pid = running(name)
-        print(f"{name:24} {'running (pid %d)' % pid if pid else 'stopped'}")
+        print(f"{name:24} {f'running (pid {pid})' if pid else 'stopped'}")
     print(f"built: {built()} ({BIN})")
     print(f"export KUBECONFIG={KUBECONFIG}")
 
