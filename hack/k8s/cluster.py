@@ -587,7 +587,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   conf_dir = "{STATE / "cni"}"
 """)
     start("containerd", ["containerd", "--config", c / "config.toml"])
-    wait_for("containerd", lambda: ctr("version", check=True) != "", 60, ["containerd"])
+    # `ctr version` answers "Server:" once the socket is served (and fails before that).
+    wait_for("containerd", lambda: "Server:" in ctr("version", check=False), 60, ["containerd"])
 
 
 def ctr(*args: str, check: bool = True, timeout: float = 600) -> str:
