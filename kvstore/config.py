@@ -110,6 +110,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "KV_FORWARD_TIMEOUT",
+        float,
+        30.0,
+        "seconds a follower waits for the manager's answer to a forwarded write; past it: 504"
+        " unknown_outcome",
+        "30",
+        minimum=0.1,
+    ),
+    Setting(
         "KV_READY_MAX_LAG",
         int,
         1000,
@@ -171,6 +180,7 @@ class Settings:
     auth_token: str | None
     replication_token: str | None
     shutdown_timeout: float
+    forward_timeout: float
     ready_max_lag: int
     log_format: str
     log_level: str

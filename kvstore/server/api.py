@@ -178,7 +178,7 @@ def _parse_op(index: int, raw: Any, node: Node) -> Op:
         raise InvalidRequest(f"{where}.key: expected a string")
     validate_key(key, node.settings.max_key_bytes)
     if_version = raw.get("if_version")
-    if if_version is not None and (type(if_version) is not int or if_version < 0):
+    if if_version is not None and not h.is_whole(if_version):
         raise InvalidRequest(f"{where}.if_version: expected a whole number >= 0")
     value = b""
     if kind == PUT:
@@ -205,10 +205,7 @@ def _decode_value(where: str, raw: Any, limit: int) -> bytes:
 
 
 def parse_txn(body: bytes, node: Node) -> list[Op]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    doc = h.parse_json(body, "the txn body")
     if not isinstance(doc, dict) or not isinstance(doc.get("ops"), list):
         raise InvalidRequest('the body must be {"ops": [...]}')
     ops = doc["ops"]
@@ -226,6 +223,7 @@ def parse_txn(body: bytes, node: Node) -> list[Op]:
 
 async def txn(request: web.Request) -> web.StreamResponse:
     node = _node(request)
+    h.require_media_type(request, "application/json")
     body = await h.read_body(request, TXN_BODY_LIMIT, "the txn body")
     ops = parse_txn(body, node)
     ack = _ack_wait(request)
@@ -261,7 +259,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
             oldest=node.store.state.oldest_seq,
         )
     resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
+    if not await h.start_body(resp, request):
+        return resp
     with routes.tracked_stream(request), contextlib.suppress(ConnectionError):
         await _watch_lines(node, resp, since, prefix)
     return resp

@@ -24,7 +24,7 @@ from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
 from kvstore.server import api, backup, health, logs, metrics, page, replication
-from kvstore.server.httputil import errors_middleware
+from kvstore.server.httputil import errors_middleware, query_middleware
 from kvstore.server.keys import METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
 from kvstore.server.routes import OPEN, auth_middleware
 from kvstore.server.routes import add as add_route
@@ -100,7 +100,12 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     counters = metrics.Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware(counters), errors_middleware, auth_middleware],
+        middlewares=[
+            metrics.middleware(counters),
+            errors_middleware,
+            auth_middleware,
+            query_middleware,
+        ],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[SETTINGS] = settings

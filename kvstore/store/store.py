@@ -31,6 +31,7 @@ from kvstore.errors import (
     Compacted,
     Diverged,
     EpochMismatch,
+    InsufficientStorage,
     KeyNotFound,
     KVError,
     PreconditionFailed,
@@ -322,11 +323,17 @@ class Store:
         await self._wlock.acquire()
         self._release_reads()
         try:
-            txn = await self._stage(work, items)
-        except BaseException:
-            self._unlock()
-            raise
-        await self._commit_releasing(self._commit_txn, txn, epoch)
+            try:
+                txn = await self._stage(work, items)
+            except BaseException:
+                self._unlock()
+                raise
+            await self._commit_releasing(self._commit_txn, txn, epoch)
+        except sqlite3.Error as exc:
+            full = storage_full(exc)
+            if full is None:
+                raise
+            raise full from exc
         return txn
 
     def _release_reads(self) -> None:
@@ -369,7 +376,7 @@ class Store:
             await work(txn, items)
             txn.pruned = await self._finish(conn, txn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return txn
 
@@ -509,7 +516,7 @@ class Store:
             try:
                 await work(conn)
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         except BaseException:
             self._unlock()
@@ -538,9 +545,28 @@ def _commit_or_rollback(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of the transaction. After some errors (SQLITE_FULL, an I/O
+    error) SQLite has rolled it back already: a ROLLBACK then would raise "cannot rollback - no
+    transaction is active" over the error that matters."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def storage_full(exc: sqlite3.Error) -> InsufficientStorage | None:
+    """For a write that failed because the disk (or the database's page limit) is full: the
+    domain error, 507 with Retry-After (the caller keeps `exc` as its cause); else None."""
+    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+        return None
+    return InsufficientStorage(
+        f"the database cannot grow ({exc}): nothing of the write was kept; free disk space "
+        "or grow the volume, and retry",
+        retry_after=5,
+    )
 
 
 class _Budget:
