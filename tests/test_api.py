@@ -18,7 +18,6 @@ from kvstore.server import routes
 from kvstore.server.app import create_app
 from kvstore.server.httputil import Handler
 
-
 JSON = {"Content-Type": "application/json"}
 
 

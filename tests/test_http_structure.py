@@ -54,7 +54,7 @@ def test_every_route_belongs_to_a_group() -> None:
     for route in (("GET", "/v1/kv/{key}"), ("PUT", "/v1/kv/{key}"), ("POST", "/v1/txn")):
         assert by_route[route] == CLIENT.name
     open_routes = sorted(p for (m, p), g in by_route.items() if g == OPEN.name and m == "GET")
-    assert open_routes == ["/", "/livez", "/metrics", "/readyz", "/web/{name}"]
+    assert open_routes == ["/", "/livez", "/metrics", "/readyz", "/v1/openapi.json", "/web/{name}"]
     # With only the client token set, it is the replication group's token too.
     settings = config.load(env={"KV_POD_NAME": "kv-0", "KV_AUTH_TOKEN": "s3cret"})
     assert REPLICATION.token(settings) == "s3cret"

@@ -23,7 +23,7 @@ from kvstore.cluster.node import Node
 from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
-from kvstore.server import api, backup, health, logs, metrics, page, replication
+from kvstore.server import api, backup, health, logs, metrics, openapi, page, replication
 from kvstore.server.httputil import errors_middleware, query_middleware
 from kvstore.server.keys import METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
 from kvstore.server.routes import OPEN, auth_middleware
@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> web.Application:
     backup.add_routes(app)
     add_route(app, "GET", "/metrics", metrics.handler(counters), OPEN)
     page.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 
