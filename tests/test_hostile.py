@@ -206,6 +206,12 @@ async def test_duplicate_parameters_are_refused_alike(tmp_path: Path) -> None:
                 answer = await raw(base, method, path, JSON, body)
                 assert_error(answer, 400, "invalid_request")
                 assert "more than once" in answer.json()["error"]["message"]
+            # A follower's own parameter is checked alike on the manager, which ignores it.
+            for method, path in (
+                ("PUT", "/v1/kv/k?redirect=maybe"),
+                ("DELETE", "/v1/kv/k?redirect=2"),
+            ):
+                assert_error(await raw(base, method, path, JSON, b""), 400, "invalid_request")
 
 
 # --- 3. a forwarded write with no answer: the outcome is unknown ----------------------------

@@ -77,7 +77,7 @@ def test_documented_parameters_are_those_the_handlers_read() -> None:
         for key, op in documented.items()
     }
     assert names[("PUT", "/v1/kv/{key}")] == {"ack", "timeout", "redirect"}
-    assert names[("GET", "/v1/kv/{key}")] == {"consistency", "min_seq", "timeout"}
+    assert names[("GET", "/v1/kv/{key}")] == {"consistency", "min_seq", "timeout", "redirect"}
     assert names[("GET", "/v1/kv")] == {"prefix", "start_after", "limit", "values"}
     assert names[("GET", "/v1/replication/stream")] == {"from", "epoch", "pod"}
 

@@ -58,9 +58,11 @@ def _conditions(request: web.Request) -> dict[str, Any]:
 
 
 def _ack_wait(request: web.Request) -> tuple[int, float]:
-    """`?ack=N&timeout=S`, checked before anything is written."""
+    """`?ack=N&timeout=S` (and `?redirect=`, a follower's), checked before anything is written,
+    alike on every pod."""
     if not request.query_string:
         return 0, DEFAULT_WAIT
+    h.bool_param(request, "redirect")
     n = h.int_param(request, "ack", 0, maximum=1000) or 0
     return n, h.float_param(request, "timeout", DEFAULT_WAIT)
 
@@ -111,6 +113,7 @@ async def _get_options(request: web.Request, node: Node) -> web.StreamResponse |
     consistency = request.query.get("consistency", "local")
     if consistency not in ("local", "manager"):
         raise InvalidRequest(f"consistency={consistency!r}: expected local or manager")
+    h.bool_param(request, "redirect")  # with consistency=manager, a follower's to read
     if consistency == "manager" and not node.is_manager:
         return await forward(node, request, b"")
     node.require_data()

@@ -25,7 +25,7 @@ from yarl import URL
 
 from kvstore.cluster.node import Node
 from kvstore.errors import ManagerUnavailable, UnknownOutcome
-from kvstore.server.httputil import float_param
+from kvstore.server.httputil import bool_param, float_param
 from kvstore.server.keys import METRICS
 
 log = logging.getLogger("kvstore.forward")
@@ -100,7 +100,7 @@ async def forward(node: Node, request: web.Request, body: bytes) -> web.StreamRe
     if query:
         target += "?" + query
     base = await manager_url(node)  # ManagerUnavailable (503) when DNS has no manager
-    if request.query.get("redirect", "").lower() == "true":
+    if bool_param(request, "redirect"):
         raise web.HTTPTemporaryRedirect(URL(base + target, encoded=True))
     write = request.method not in ("GET", "HEAD")  # a GET here is a read with consistency=manager
     if write:
