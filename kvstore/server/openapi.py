@@ -1,5 +1,5 @@
 """`GET /v1/openapi.json`: the OpenAPI 3.1 document of the whole HTTP API, kvstore/server/
-openapi.json, served as it is in the package (tests/test_openapi.py keeps it and the routes
+openapi.json, served as it is in the package (tests/server/test_openapi.py keeps it and the routes
 the same)."""
 
 from __future__ import annotations
