@@ -224,6 +224,7 @@ def _decode_value(where: str, raw: Any, limit: int) -> bytes:
 def parse_txn(body: bytes, node: Node) -> list[Op]:
     limit = node.settings.max_txn_ops
     most = TXN_VALUES_PER_OP * (limit + 1)
+    h.check_json_depth(body, "the txn body")  # first: a deep body is malformed, not large
     if h.more_json_values_than(body, most):  # parsing them would cost far more than the body
         raise TooLarge(
             f"the txn body holds more than {most} JSON values: more than {limit} ops "
