@@ -133,6 +133,23 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "KV_RESTORE_WAIT",
+        float,
+        30.0,
+        "seconds an empty manager waits for every peer DNS lists to answer before it restores",
+        "30",
+        minimum=0,
+    ),
+    Setting(
+        "KV_FORWARD_TIMEOUT",
+        float,
+        30.0,
+        "seconds a follower waits for the manager's answer to a forwarded write; past it: 504"
+        " unknown_outcome",
+        "30",
+        minimum=0.1,
+    ),
+    Setting(
         "KV_READY_MAX_LAG",
         int,
         1000,
@@ -197,6 +214,8 @@ class Settings:
     auth_token: str | None
     replication_token: str | None
     shutdown_timeout: float
+    restore_wait: float
+    forward_timeout: float
     ready_max_lag: int
     log_format: str
     log_level: str

@@ -4,9 +4,11 @@ aiohttp's `readline` refuses lines over 512 KiB; a snapshot page or a batch with
 longer, so lines are split here from raw chunks.
 
 Stream lines (GET /v1/replication/stream):
-    {"t": "hello", "epoch", "seq", "pod"}
+    {"t": "hello", "epoch", "seq", "pod", "term", "terms": [[term, start_seq], ...]}
     {"t": "c", "seq": <sender's seq>, "c": [[seq, op, key, version, value_b64|null, ts], ...]}
-    {"t": "hb", "seq", "time"}
+    {"t": "hb", "seq", "term", "time"}
+A field an older sender lacks has a default ("terms": none, "term": 0); a reader ignores the
+fields it does not know.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import aiohttp
 
 from kvstore.errors import TooLarge
 from kvstore.model import Change
+from kvstore.store.terms import Terms, normalize
 
 MAX_LINE = 256 * 1024 * 1024
 STATUS_PATH = "/v1/status"
@@ -28,6 +31,9 @@ STREAM_PATH = "/v1/replication/stream"
 SNAPSHOT_PATH = "/v1/replication/snapshot"
 ACK_PATH = "/v1/replication/ack"
 ACKS_PATH = "/v1/replication/acks"
+LOG_PATH = "/v1/replication/log"
+RESYNC_PATH = "/v1/repair/resync"
+RESTORE_FROM_PATH = "/v1/repair/restore-from"
 # A sender (snapshot pages, replication stream lines) closes a line once it holds this many
 # bytes of keys and values (each change or row counted with ROW_FRAMING more).
 LINE_BYTES = 4 << 20
@@ -68,12 +74,19 @@ def line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def hello_line(epoch: str | None, seq: int, pod: str) -> bytes:
-    return line({"t": "hello", "epoch": epoch, "seq": seq, "pod": pod})
+def hello_line(epoch: str | None, seq: int, pod: str, term: int = 0, terms: Terms = ()) -> bytes:
+    doc = {"t": "hello", "epoch": epoch, "seq": seq, "pod": pod}
+    return line(doc | {"term": term, "terms": [list(row) for row in terms]})
 
 
-def heartbeat_line(seq: int) -> bytes:
-    return b'{"t":"hb","seq":%d,"time":%.3f}\n' % (seq, time.time())
+def hello_terms(msg: dict[str, Any]) -> Terms:
+    """The term table a hello line carries (none from an older manager); PeerError-free:
+    ValueError for a malformed one."""
+    return normalize(msg.get("terms") or ())
+
+
+def heartbeat_line(seq: int, term: int = 0) -> bytes:
+    return b'{"t":"hb","seq":%d,"term":%d,"time":%.3f}\n' % (seq, term, time.time())
 
 
 def ack_line(seq: int) -> bytes:

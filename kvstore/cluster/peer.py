@@ -24,6 +24,8 @@ from kvstore.store.store import Store
 CONNECT_TIMEOUT = 3.0
 HEARTBEAT_TIMEOUT = 5.0  # no line from the manager for this long: the link is dead
 SNAPSHOT_READ_TIMEOUT = 30.0
+# A forwarded request carries the client's headers only, not aiohttp's defaults.
+FORWARD_SKIP_AUTO = ("Content-Type", "User-Agent", "Accept", "Accept-Encoding")
 
 
 class PeerError(KVError):
@@ -118,14 +120,16 @@ class PeerClient:
         store: Store,
         check: snapshot.HeaderCheck | None = None,
         progress: snapshot.InstallProgress | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> SnapshotTaken:
         """Fetch a peer's snapshot and install it into `store`, all or nothing; `check` may
-        refuse it on its header before anything is installed."""
+        refuse it on its header before anything is installed. `held`: what a store that holds
+        data has (from, epoch, term), for the peer's history check."""
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT, sock_read=SNAPSHOT_READ_TIMEOUT
         )
-        params = {"pod": self.settings.pod_name}
+        params = {"pod": self.settings.pod_name, **(held or {})}
         async with self.session.get(
             url + wire.SNAPSHOT_PATH, params=params, headers=self._replication, timeout=timeout
         ) as resp:
@@ -142,10 +146,19 @@ class PeerClient:
     async def forward(
         self, method: str, url: URL, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> Forwarded:
-        """Send a request on as it came (`url` already encoded); the answer as it came back."""
-        wait = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT)
+        """Send a request on as it came (`url` already encoded, `headers` as they are: nothing
+        added but Host and the body's length); the answer as it came back. Connecting has its
+        own deadline (ConnectionTimeoutError: nothing was sent); `timeout` bounds the wait for
+        the answer once the request is on its way."""
+        wait = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=timeout)
         async with self.session.request(
-            method, url, data=body, headers=dict(headers), timeout=wait
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=wait,
+            skip_auto_headers=FORWARD_SKIP_AUTO,
+            allow_redirects=False,
         ) as resp:
             payload = await resp.read()
             return Forwarded(resp.status, payload, resp.headers)

@@ -24,9 +24,19 @@ from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
 from kvstore.model import Change
-from kvstore.server import api, backup, health, logs, metrics, page, replication
-from kvstore.server.httputil import errors_middleware
-from kvstore.server.keys import METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
+from kvstore.server import (
+    api,
+    backup,
+    health,
+    logs,
+    metrics,
+    openapi,
+    page,
+    repair,
+    replication,
+)
+from kvstore.server.httputil import errors_middleware, query_middleware
+from kvstore.server.keys import FOLLOWER, METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
 from kvstore.server.routes import OPEN, auth_middleware
 from kvstore.server.routes import add as add_route
 from kvstore.store.backup import remove_copies, restore_into
@@ -93,6 +103,8 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
     app[METRICS].bind(node)
     log.info("starting as %s (ordinal %d; manager is %s)", s.role, s.ordinal, s.manager_fqdn)
     follower = Follower(node, app[METRICS].snapshot_installed)
+    if not s.is_manager:
+        app[FOLLOWER] = follower
     work = restore_or_init(node) if s.is_manager else follower.run()
     task = asyncio.create_task(work, name=f"kv-{s.role}")
     yield
@@ -114,7 +126,12 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     counters = metrics.Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware(counters), errors_middleware, auth_middleware],
+        middlewares=[
+            metrics.middleware(counters),
+            errors_middleware,
+            auth_middleware,
+            query_middleware,
+        ],
         client_max_size=client_max_size(settings),
     )
     app[SETTINGS] = settings
@@ -126,9 +143,11 @@ def create_app(settings: Settings) -> web.Application:
     api.add_routes(app)
     health.add_routes(app)
     replication.add_routes(app)
+    repair.add_routes(app)
     backup.add_routes(app)
     add_route(app, "GET", "/metrics", metrics.handler(counters), OPEN)
     page.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

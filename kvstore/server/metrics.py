@@ -201,6 +201,11 @@ class _NodeCollector(Collector):
         )
         yield _gauge("kvstore_applied_seq", "the last seq applied to this pod's store", st.seq)
         yield _gauge(
+            "kvstore_term",
+            "the term of this pod's last applied change (the manager: of its last write)",
+            st.last_term,
+        )
+        yield _gauge(
             "kvstore_oldest_retained_seq", "the oldest seq in the change log", st.oldest_seq
         )
         yield _gauge("kvstore_keys", "keys in this pod's store", st.keys)
@@ -275,6 +280,17 @@ def _follower(node: Node) -> Iterator[Metric]:
         "kvstore_replication_epoch_mismatch",
         "1 when the manager's epoch is not ours",
         float(p.epoch_mismatch is not None),
+    )
+    yield _gauge(
+        "kvstore_replication_diverged",
+        "1 while the manager refuses our history (409 diverged): nothing is applied until "
+        "`kvstore repair`",
+        float(p.diverged is not None),
+    )
+    yield _gauge(
+        "kvstore_replication_diverged_seq",
+        "the first seq where our history and the manager's part (0 when not diverged)",
+        float(p.diverged_seq or 0),
     )
     yield CounterMetricFamily(
         "kvstore_replication_reconnects",

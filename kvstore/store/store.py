@@ -15,21 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from kvstore.errors import Compacted, EpochMismatch, KVError, ShuttingDown, StoreClosed, WaitTimeout
+from kvstore.errors import (
+    Compacted,
+    EpochMismatch,
+    InsufficientStorage,
+    KVError,
+    ShuttingDown,
+    StoreClosed,
+    WaitTimeout,
+)
 from kvstore.model import DIGEST_MOD, Change, Entry, OpResult, WriteRequest, digest_hex
 from kvstore.store import schema
+from kvstore.store.terms import Terms, next_term, term_at
 from kvstore.store.txn import State, Txn, stage_changes, stage_requests
 
 T = TypeVar("T")
@@ -90,7 +100,9 @@ class Store:
         epoch, seq, digest, keys = conn.execute(schema.READ_META).fetchone()
         (oldest,) = conn.execute("SELECT min(seq) FROM changes").fetchone()
         pruned = (oldest - 1) if oldest is not None else seq
-        self.state = State(epoch, seq, int(digest, 16), keys, pruned)
+        (term,) = conn.execute("SELECT term FROM meta WHERE id = 1").fetchone()
+        terms = tuple((t, s) for t, s in conn.execute(schema.READ_TERMS))
+        self.state = State(epoch, seq, int(digest, 16), keys, pruned, term, terms)
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection. Safe to call more than once."""
@@ -342,16 +354,22 @@ class Store:
         self._release_reads()
         conn = self._wc
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                state = await stage(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    state = await stage(conn)
+                except BaseException:
+                    _rollback(conn)
+                    raise
             except BaseException:
-                _rollback(conn)
+                self._unlock()
                 raise
-        except BaseException:
-            self._unlock()
-            raise
-        await self._commit_releasing(self._commit_adopting, conn, state)
+            await self._commit_releasing(self._commit_adopting, conn, state)
+        except sqlite3.Error as exc:
+            full = storage_full(exc)
+            if full is None:
+                raise
+            raise full from exc
         return state
 
     def _release_reads(self) -> None:
@@ -397,7 +415,7 @@ class Store:
         """Write the rows, log the changes, prune the log a bounded step and write meta (the
         COMMIT follows)."""
         await txn.flush()
-        conn.executemany(schema.INSERT_CHANGE, txn.changes)
+        conn.executemany(schema.INSERT_CHANGE, _with_terms(txn.changes, txn.start.terms))
         pruned = txn.start.pruned_upto
         target = txn.seq - self.retention
         if target > pruned:
@@ -438,7 +456,31 @@ class Store:
     def _set_epoch(self, epoch: str) -> None:
         st = self.state
         self._wc.execute(schema.UPDATE_META, (epoch, st.seq, digest_hex(st.digest), st.keys))
-        self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
+        self.state = dataclasses.replace(st, epoch=epoch)
+
+    # --- terms (kvstore/store/terms.py) ------------------------------------------------------
+    async def begin_term(self, at_least: int = 0) -> int:
+        """The manager: start a new term (at each process start and each restore), above every
+        term this store knows and `at_least`; its first change will be seq+1."""
+        st = self.state
+        term = next_term(st.terms, st.term, at_least)
+        await self._write_terms((*st.terms, (term, st.seq + 1)), term)
+        return term
+
+    async def adopt_terms(self, terms: Terms) -> None:
+        """A follower: take the manager's term table (its history contains ours, the history
+        check said so), before applying the manager's changes."""
+        if terms and terms != self.state.terms:
+            await self._write_terms(terms, max(self.state.term, *(t for t, _ in terms)))
+
+    async def _write_terms(self, terms: Terms, term: int) -> None:
+        async def stage(conn: sqlite3.Connection) -> State:
+            conn.execute("DELETE FROM terms")
+            conn.executemany(schema.INSERT_TERM, terms)
+            conn.execute(schema.SET_TERM, (term,))
+            return dataclasses.replace(self.state, term=term, terms=tuple(sorted(terms)))
+
+        await self.run_transaction(stage)
 
     # --- snapshots ---------------------------------------------------------------------------
     def installed(self) -> None:
@@ -447,6 +489,26 @@ class Store:
         for listener in list(self._listeners):
             listener([])
         self._publish([])
+
+
+def _with_terms(changes: list[Change], terms: Terms) -> Iterable[tuple[Any, ...]]:
+    """Each change's row for the log, with the term in force at its seq."""
+    last_start = max((s for _, s in terms), default=0)
+    last = term_at(terms, last_start)
+    for c in changes:
+        yield (*c, last if c.seq >= last_start else term_at(terms, c.seq))
+
+
+def storage_full(exc: sqlite3.Error) -> InsufficientStorage | None:
+    """For a write that failed because the disk (or the database's page limit) is full: the
+    domain error, 507 with Retry-After (the caller keeps `exc` as its cause); else None."""
+    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+        return None
+    return InsufficientStorage(
+        f"the database cannot grow ({exc}): nothing of the write was kept; free disk space "
+        "or grow the volume, and retry",
+        retry_after=5,
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
