@@ -20,7 +20,6 @@ from kvstore.errors import NotReady
 from kvstore.model import digest_hex
 from kvstore.store.store import Store
 
-NEVER_CONNECTED_GRACE = 10.0  # seconds a follower may be without its manager and stay ready
 MEMBERS_TTL = 2.0  # seconds the set's members, as DNS lists them, are taken as known
 Check = tuple[bool, str]  # (passed, the line /readyz shows)
 

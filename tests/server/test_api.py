@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,14 @@ async def make_client(
         routes.add(app, method, path, handler, routes.CLIENT)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
-    for _ in range(500):  # the manager answers 503 until its startup restore check is done
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # 503 until its startup restore check is done
         async with client.get("/readyz") as resp:
             if resp.status == 200:
                 return client
         await _tick()
-    raise AssertionError("the manager never became ready")
+    await client.close()
+    raise AssertionError("the manager never became ready within 30 s")
 
 
 async def _tick() -> None:

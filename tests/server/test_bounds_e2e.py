@@ -188,16 +188,17 @@ async def test_bodies_are_refused_by_their_size_before_they_are_parsed(tmp_path:
         async with cluster.session.post(url + "/v1/txn", json=small) as resp:
             assert resp.status == 200
         tiny_ops = b'{"ops":[' + b",".join([b'{"op":"delete","key":"k"}'] * 2500) + b"]}"
-        json_type = {"Content-Type": "application/json"}
-        async with cluster.session.post(url + "/v1/txn", data=tiny_ops, headers=json_type) as resp:
+        as_json = {"Content-Type": "application/json"}
+        async with cluster.session.post(url + "/v1/txn", data=tiny_ops, headers=as_json) as resp:
             assert resp.status == 413, await resp.text()
             assert (await resp.json())["error"]["code"] == "too_large"
-        nested = b"[" * 60_000
-        async with cluster.session.post(url + "/v1/txn", data=nested, headers=json_type) as resp:
+        nested = b"[" * 60_000  # small, but too deep to parse: refused before parsing
+        async with cluster.session.post(url + "/v1/txn", data=nested, headers=as_json) as resp:
             assert resp.status == 400, await resp.text()
+            assert (await resp.json())["error"]["code"] == "invalid_request"
         ack = json.dumps({"pod": "kv-1" * 100_000, "seq": 1}).encode()
         async with cluster.session.post(
-            url + "/v1/replication/ack", data=ack, headers=json_type
+            url + "/v1/replication/ack", data=ack, headers=as_json
         ) as resp:
             assert resp.status == 413
         async with cluster.session.get(url + "/livez") as resp:

@@ -71,7 +71,11 @@ async def _has_key(cluster: Cluster, ordinal: int, key: str) -> bool:
 async def test_only_members_of_the_set_count_as_followers(tmp_path: Path) -> None:
     async with Cluster(tmp_path, replicas=2) as cluster:
         manager = cluster.url(0)
-        assert (await _metric_lines(cluster))[1] == {b"kv-1"}
+
+        async def kv1_streams() -> bool:  # ready does not wait for the stream: poll for it
+            return (await _metric_lines(cluster))[1] == {b"kv-1"}
+
+        await cluster.wait_until(kv1_streams, 30, "kv-1 to stream from the manager")
         fake = await raw(manager, "POST", "/v1/replication/ack", JSON, b'{"pod":"kv-9","seq":1e15}')
         assert fake.status < 500 and fake.code != "internal"
         big = b'{"pod":"kv-9","seq":1000000000000000}'
