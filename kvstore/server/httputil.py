@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hmac
 import json
 import logging
 import re
+import struct
+import termios
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -361,15 +364,15 @@ class DeadlineWriter:
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the reader went away")
         low, _ = transport.get_write_buffer_limits()
-        last, since = transport.get_write_buffer_size(), time.monotonic()
+        last, since = _unsent(transport), time.monotonic()
         step = min(1.0, self.timeout / 4)
         while True:
             await asyncio.sleep(step)
             if transport.is_closing():
                 raise ConnectionResetError("the reader went away")
-            size = transport.get_write_buffer_size()
-            if size <= low:
+            if transport.get_write_buffer_size() <= low:
                 return
+            size = _unsent(transport)
             if size < last:
                 last, since = size, time.monotonic()
             elif time.monotonic() - since >= self.timeout:
@@ -377,6 +380,19 @@ class DeadlineWriter:
                 raise Stalled(
                     f"the reader took no byte for {self.timeout:g}s ({size} bytes unsent)"
                 )
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written and not yet taken by the reader: the transport's buffer, and the kernel's
+    send queue (which takes up to megabytes, and tells the transport it has room only once much
+    of it is free: the transport's buffer alone can stand still while a slow reader reads)."""
+    size = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+            size += struct.unpack("i", raw)[0]
+    return size
 
 
 def disconnected(request: web.Request) -> bool:
