@@ -543,11 +543,25 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if report.failed == 0 and not report.extra.get("not_seen") else EXIT_FAILED
 
 
+BENCH_DESCRIPTION = """\
+Measure a running cluster: --scenario put (PUT throughput and latency at --concurrency) or
+lag (writes on the manager at --rate per second, each timed until a follower's watch shows it).
+--suite starts clusters of its own and runs every scenario. Keys written live under bench/."""
+BENCH_EXAMPLES = """\
+examples:
+  kvstore bench --duration 10 --concurrency 64
+  kvstore bench --scenario lag --rate 500 --follower-url http://127.0.0.3:8080
+  kvstore bench --suite --only put,get,lag --duration 5
+  kvstore bench --suite --compare etcd --json > results.json
+"""
+
+
 def register(sub: Sub) -> None:
     p = sub.add_parser(
         "bench",
         help="throughput, latency and replication-lag figures",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=BENCH_DESCRIPTION,
+        epilog=BENCH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection_arguments(p)
