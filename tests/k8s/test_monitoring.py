@@ -20,6 +20,8 @@ ALERTS = {
     "KvstoreFollowerDisconnected",
     "KvstoreManagerDown",
     "KvstoreEpochMismatch",
+    "KvstoreVolumeFillingUp",
+    "KvstoreVolumeAlmostFull",
 }
 METRIC = re.compile(r"\bkvstore_[a-z_]+")
 CRDS = ("ServiceMonitor", "PrometheusRule")
