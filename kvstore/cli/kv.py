@@ -301,9 +301,7 @@ def _txn_op(index: int, op: Any) -> TxnOp:
 
 def _txn_value(where: str, op: dict[str, Any]) -> bytes:
     if "value" in op and "value_text" in op:
-        raise UsageError(
-            f"{where}: give 'value' (base64) or 'value_text' (text), not both: which one is meant?"
-        )
+        raise UsageError(f"{where}: give 'value' (base64) or 'value_text' (text), not both")
     if "value_text" in op:
         if not isinstance(op["value_text"], str):
             raise UsageError(f"{where}: 'value_text' must be a string")
@@ -319,8 +317,8 @@ def _txn_value(where: str, op: dict[str, Any]) -> bytes:
         return base64.b64decode(op["value"], validate=True)
     except ValueError as exc:
         raise UsageError(
-            f"{where}: 'value' is not base64 (it is base64, as in the HTTP API; use "
-            "'value_text' for text)"
+            f"{where}: 'value' is not base64 (as in the HTTP API, 'value' holds base64; give "
+            "text as 'value_text')"
         ) from exc
 
 

@@ -242,6 +242,10 @@ def _with_control(
             return _fail(command, str(exc), EXIT_FAILED)
         except PodError as exc:
             return _fail(command, str(exc), EXIT_FAILED)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and keep the final flush quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
 
     return handler
 
@@ -280,6 +284,14 @@ async def _status_text(control: ControlClient, args: argparse.Namespace, indent:
 # --- logs ------------------------------------------------------------------------------------
 def _logs(args: argparse.Namespace) -> int:
     """`kvstore local logs POD [-f] [--tail N]`: the pod's log (every run of it, in order)."""
+    try:
+        return _print_log(args)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _print_log(args: argparse.Namespace) -> int:
     layout = Layout(Path(args.dir).resolve())
     path = layout.log_path(args.pod)
     if not path.is_file():
