@@ -118,16 +118,33 @@ _STATUS_OF_CODE = {cls.code: status for status, cls in _BY_STATUS.items() if cls
 
 
 def error_for(status: int, body: bytes, retry_after: str | None = None) -> ClientError:
-    """The exception for an error answer; a body that is not our JSON still gives a message."""
-    code, message = f"http_{status}", body.decode("utf-8", "replace").strip()[:200]
-    try:
-        err = json.loads(body)["error"]
-        code, message = str(err["code"]), str(err["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, ClientError)
+    """The exception for an error answer, decoded by `errors.from_wire` and typed by the
+    domain error it names (else by status); a body that is not our JSON still gives a message."""
+    domain = errors.from_wire(status, body, _NotOurs)
+    if isinstance(domain, _NotOurs):
+        code, message = f"http_{status}", body.decode("utf-8", "replace").strip()[:200]
+    else:
+        code, message = domain.wire_code or domain.code, domain.message
+    cls = _client_class(type(domain)) or _BY_STATUS.get(status, ClientError)
     wait = float(retry_after) if retry_after and retry_after.isdigit() else None
-    return cls(status, code, message or f"HTTP {status}", retry_after=wait)
+    exc = cls(status, code, message or f"HTTP {status}", retry_after=wait)
+    exc.details = domain.details
+    return exc
+
+
+class _NotOurs(errors.KVError):
+    """An error answer whose body is not our JSON error (a proxy's page, an empty body)."""
+
+
+def _client_class(domain: type[errors.KVError]) -> type[ClientError] | None:
+    """The client class that is also the domain class, or its nearest base's."""
+    for base in domain.__mro__:
+        if base is errors.KVError or not issubclass(base, errors.KVError):
+            return None
+        for cls in (_BY_CODE.get(base.code), *_BY_STATUS.values()):
+            if cls is not None and issubclass(cls, base):
+                return cls
+    return None
 
 
 def stream_error(err: Mapping[str, Any]) -> ClientError:
@@ -264,7 +281,7 @@ class LagInfo(TypedDict):
     seconds: float | None
 
 
-class FollowerInfo(TypedDict):
+class FollowerStatus(TypedDict):
     pod: str
     acked_seq: int
     lag_entries: int
@@ -280,7 +297,7 @@ class Status(TypedDict):
     ready: bool
     manager: ManagerInfo
     lag: LagInfo
-    followers: NotRequired[list[FollowerInfo]]  # the manager only
+    followers: NotRequired[list[FollowerStatus]]  # the manager only
     keys: int
     digest: str
     oldest_seq: NotRequired[int]  # the oldest change still in the log (watch --since floor)

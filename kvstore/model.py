@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kvstore.errors import InvalidKey, TooLarge
@@ -40,11 +40,50 @@ class Op:
 class WriteRequest:
     ops: list[Op]
     txn: bool = False  # in a txn, a delete of a missing key is a no-op, not a 404
-    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A put that committed."""
+
+    key: str
+    version: int
+    seq: int
+    created: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "op": PUT,
+            "key": self.key,
+            "version": self.version,
+            "seq": self.seq,
+            "created": self.created,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """A delete: `seq` None when the key was missing (a no-op in a txn, taking no seq)."""
+
+    key: str
+    seq: int | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.seq is not None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": DELETE, "key": self.key, "deleted": self.deleted}
+        if self.seq is not None:
+            out["seq"] = self.seq
+        return out
+
+
+OpResult = WriteResult | DeleteResult
 
 
 @dataclass(frozen=True)
-class Item:
+class Entry:
     key: str
     value: bytes
     version: int

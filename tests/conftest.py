@@ -1,4 +1,4 @@
-"""Shared pytest configuration. The e2e harness lives in tests/cluster.py."""
+"""Shared pytest configuration. The e2e harness lives in tests/harness.py."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.cluster import Cluster
+from tests.harness import Cluster
 
 
 @dataclass

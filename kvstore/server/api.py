@@ -13,7 +13,7 @@ from aiohttp import web
 
 from kvstore.cluster.node import Node
 from kvstore.errors import Compacted, InvalidKey, InvalidRequest, KeyNotFound, KVError, TooLarge
-from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, validate_key
+from kvstore.model import DELETE, PUT, Change, Op, WriteRequest, WriteResult, validate_key
 from kvstore.server import httputil as h
 from kvstore.server import routes
 from kvstore.server.forward import forward
@@ -81,7 +81,8 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(PUT, key, body, **cond)])))[0]
-    seq, version = result["seq"], result["version"]
+    assert isinstance(result, WriteResult)
+    seq, version = result.seq, result.version
     await _acked(node, ack, seq)
     headers = {
         "X-KV-Seq": str(seq),
@@ -89,7 +90,7 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         "ETag": f'"{version}"',
     }
     out = {"key": key, "version": version, "seq": seq}
-    return h.json_response(out, 201 if result["created"] else 200, headers)
+    return h.json_response(out, 201 if result.created else 200, headers)
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
@@ -101,9 +102,10 @@ async def delete_key(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, b"")
     node.require_data()
     result = (await node.store.write(WriteRequest([Op(DELETE, key, **cond)])))[0]
-    await _acked(node, ack, result["seq"])
-    headers = _headers(node) | {"X-KV-Seq": str(result["seq"])}
-    return h.json_response({"key": key, "seq": result["seq"]}, 200, headers)
+    assert result.seq is not None  # a missing key is a 404 outside a txn
+    await _acked(node, ack, result.seq)
+    headers = _headers(node) | {"X-KV-Seq": str(result.seq)}
+    return h.json_response({"key": key, "seq": result.seq}, 200, headers)
 
 
 async def _get_options(request: web.Request, node: Node) -> web.StreamResponse | None:
@@ -259,12 +261,13 @@ async def txn(request: web.Request) -> web.StreamResponse:
         return await forward(node, request, body)
     node.require_data()
     results = await node.store.write(WriteRequest(ops, txn=True))
-    seqs = [r["seq"] for r in results if "seq" in r]
+    seqs = [r.seq for r in results if r.seq is not None]
     request.app[METRICS].count_txn(len(seqs))
     seq = seqs[-1] if seqs else node.store.state.seq
     await _acked(node, ack, seq)
     headers = _headers(node) | {"X-KV-Seq": str(seq)}
-    return h.json_response({"seq": seq, "results": results}, 200, headers)
+    out = {"seq": seq, "results": [r.to_json() for r in results]}
+    return h.json_response(out, 200, headers)
 
 
 def change_json(c: Change) -> dict[str, Any]:

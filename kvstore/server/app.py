@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,7 @@ from kvstore.cluster.node import Node
 from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
+from kvstore.model import Change
 from kvstore.server import api, backup, health, logs, metrics, page, replication
 from kvstore.server.httputil import errors_middleware
 from kvstore.server.keys import METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
@@ -45,9 +46,10 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         s.data_dir,
         durability=s.durability,
         retention=s.log_retention,
-        fault_skip_seq=None if s.is_manager else s.fault_skip_seq,
     )
     await store.open()
+    if s.fault_skip_seq is not None and not s.is_manager:
+        store.skip_change = _skipping(s.fault_skip_seq)
     store.on_commit = app[METRICS].observe_commit
     app[STORE] = store
     logs.bind_seq(lambda: store.state.seq)
@@ -61,6 +63,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await store.close()
     log.info("store closed at seq %d", store.state.seq)
+
+
+def _skipping(seq: int) -> Callable[[Change], bool]:
+    """The test-only fault KV_FAULT_SKIP_SEQ: a follower loses the change at `seq` silently."""
+    return lambda change: change.seq == seq
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from kvstore.errors import InvalidRequest
 from kvstore.model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
 from kvstore.store import schema
-from kvstore.store.store import State, Store
+from kvstore.store.store import Store
+from kvstore.store.txn import State
 
 ROWS_PER_LINE = 2000
 LINE_BYTES = 4 << 20
@@ -137,7 +138,7 @@ async def install(
     its COMMIT in the writer thread."""
     counts = _Counts()
 
-    async def work(conn: sqlite3.Connection) -> None:
+    async def work(conn: sqlite3.Connection) -> State:
         conn.execute("DELETE FROM kv")
         conn.execute("DELETE FROM changes")
         async for line in lines:
@@ -150,9 +151,10 @@ async def install(
                 progress(counts.keys, header.keys)
         _verify(header, counts.ended, counts.keys, counts.digest)
         conn.execute(schema.UPDATE_META, (header.epoch, header.seq, header.digest, header.keys))
+        return State(header.epoch, header.seq, counts.digest, counts.keys, header.seq)
 
-    await store.transaction(work)
-    store.installed(State(header.epoch, header.seq, counts.digest, counts.keys, header.seq))
+    await store.run_transaction(work)
+    store.installed()
 
 
 @dataclass

@@ -20,63 +20,29 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from kvstore.errors import (
-    Compacted,
-    Diverged,
-    EpochMismatch,
-    KeyNotFound,
-    KVError,
-    PreconditionFailed,
-    ShuttingDown,
-    StoreClosed,
-    WaitTimeout,
-)
-from kvstore.model import (
-    DELETE,
-    DIGEST_MOD,
-    PUT,
-    Change,
-    Item,
-    WriteRequest,
-    digest_hex,
-    entry_hash,
-    hash_bytes,
-    hash_int,
-)
+from kvstore.errors import Compacted, EpochMismatch, KVError, ShuttingDown, StoreClosed, WaitTimeout
+from kvstore.model import DIGEST_MOD, Change, Entry, OpResult, WriteRequest, digest_hex
 from kvstore.store import schema
+from kvstore.store.txn import State, Txn, stage_changes, stage_requests
 
 T = TypeVar("T")
 Listener = Callable[[list[Change]], None]
+SkipHook = Callable[[Change], bool]
+Stage = Callable[[sqlite3.Connection], Awaitable[State]]
 MAX_BATCH_OPS = 5000
-Current = tuple[int, int, int] | None  # (version, hash, create_seq) of a key, None if absent
-
-
-@dataclass
-class State:
-    """What the store knows of itself, mirrored from the meta row after each commit."""
-
-    epoch: str | None = None
-    seq: int = 0
-    digest: int = 0
-    keys: int = 0
-    pruned_upto: int = 0  # every change with seq <= this has left the log
-
-    @property
-    def oldest_seq(self) -> int:
-        return self.pruned_upto + 1
 
 
 @dataclass
 class _Pending:
     request: WriteRequest
-    future: asyncio.Future[list[dict[str, Any]]]
+    future: asyncio.Future[list[OpResult]]
 
 
 class Store:
@@ -86,13 +52,12 @@ class Store:
         *,
         durability: str = "full",
         retention: int = 100_000,
-        fault_skip_seq: int | None = None,
     ) -> None:
         self.path = os.path.join(data_dir, schema.DB_NAME)
         self.data_dir = data_dir
         self.durability = durability
         self.retention = retention
-        self.fault_skip_seq = fault_skip_seq
+        self.skip_change: SkipHook | None = None  # a test-only fault (KV_FAULT_SKIP_SEQ)
         self.state = State()
         self.on_commit: Callable[[int, float], None] | None = None  # (changes, seconds)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
@@ -204,7 +169,7 @@ class Store:
             ) from None
 
     # --- reads -------------------------------------------------------------------------------
-    def get(self, key: str) -> Item | None:
+    def get(self, key: str) -> Entry | None:
         """A point read on the loop thread (no thread hop). Between write transactions, reads
         share one read transaction, which a commit ends: beginning and ending one per read
         (file locks, WAL index) cost as much as the read."""
@@ -216,11 +181,11 @@ class Store:
         row = conn.execute(schema.GET, (key,)).fetchone()
         if row is None:
             return None
-        return Item(key, row[0], row[1], row[2], row[3], len(row[0]))
+        return Entry(key, row[0], row[1], row[2], row[3], len(row[0]))
 
     async def list_items(
         self, prefix: str, start_after: str | None, limit: int, values: bool
-    ) -> tuple[list[Item], str | None]:
+    ) -> tuple[list[Entry], str | None]:
         self._check_open()
         assert self._scan is not None
         lower, op = prefix, ">="
@@ -233,14 +198,14 @@ class Store:
         )
         async with self._scan.execute(sql, (lower, limit + 1)) as cur:
             rows = await cur.fetchall()
-        items: list[Item] = []
+        items: list[Entry] = []
         for key, val, version, mod_seq, create_seq in rows:
             if not key.startswith(prefix):
                 break
             if values:
-                items.append(Item(key, val, version, mod_seq, create_seq, len(val)))
+                items.append(Entry(key, val, version, mod_seq, create_seq, len(val)))
             else:
-                items.append(Item(key, b"", version, mod_seq, create_seq, val))
+                items.append(Entry(key, b"", version, mod_seq, create_seq, val))
         more = len(items) > limit
         items = items[:limit]
         return items, (items[-1].key if more and items else None)
@@ -274,12 +239,12 @@ class Store:
         return changes
 
     # --- the write path: group commit ---------------------------------------------------------
-    async def write(self, request: WriteRequest) -> list[dict[str, Any]]:
+    async def write(self, request: WriteRequest) -> list[OpResult]:
         """Queue a write; answered once its batch has committed (fsynced under `full`)."""
         self._check_open()
         if self._closing:
             raise ShuttingDown("the server is shutting down; retry on another replica or later")
-        fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[OpResult]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(request, fut))
         return await fut
 
@@ -299,8 +264,7 @@ class Store:
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            requests = [p.request for p in batch]
-            txn = await self._transact(self._stage_requests, requests, self.state.epoch)
+            txn = await self._staged(stage_requests, [p.request for p in batch])
         except Exception as exc:  # the database failed: every request in the batch fails
             for p in batch:
                 if not p.future.done():
@@ -315,19 +279,45 @@ class Store:
             else:
                 p.future.set_result(outcome)
 
-    async def _transact(
-        self, work: Callable[[_Txn, T], Awaitable[None]], items: T, epoch: str | None
-    ) -> _Txn:
-        """One write transaction: `work` stages it on the loop, the writer thread commits it."""
+    async def _staged(self, work: Callable[[Txn, T], Awaitable[None]], items: T) -> Txn:
+        """A transaction staged by `work` on a `Txn` (rows, log, pruning and meta written by
+        `_finish`), run by the one runner."""
+        staged: list[Txn] = []
+
+        async def stage(conn: sqlite3.Connection) -> State:
+            txn = Txn(conn, self.state)
+            staged.append(txn)
+            await work(txn, items)
+            txn.pruned = await self._finish(conn, txn)
+            return txn.state(txn.epoch)
+
+        await self.run_transaction(stage)
+        return staged[0]
+
+    async def run_transaction(self, stage: Stage) -> State:
+        """The one write-transaction runner (group commits, a follower's applies, snapshot
+        installs): `stage(conn)` runs on the event loop inside BEGIN IMMEDIATE on the writer
+        connection and returns the state the store will have; the COMMIT (the fsync under
+        `full`) runs in the writer thread, which then adopts that state. Nothing is kept if
+        `stage` or the COMMIT fails. Statements stay on the loop because each one hands the GIL
+        over: a writer thread would wait for it once per statement while the loop is busy, and
+        only once per transaction this way."""
+        self._check_open()
         await self._wlock.acquire()
         self._release_reads()
+        conn = self._wc
         try:
-            txn = await self._stage(work, items)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                state = await stage(conn)
+            except BaseException:
+                _rollback(conn)
+                raise
         except BaseException:
             self._unlock()
             raise
-        await self._commit_releasing(self._commit_txn, txn, epoch)
-        return txn
+        await self._commit_releasing(self._commit_adopting, conn, state)
+        return state
 
     def _release_reads(self) -> None:
         """Before a write transaction: end the shared read transaction, and start none until it
@@ -358,87 +348,17 @@ class Store:
         fut.add_done_callback(done)
         await asyncio.shield(fut)
 
-    async def _stage(self, work: Callable[[_Txn, T], Awaitable[None]], items: T) -> _Txn:
-        """Open a write transaction and run `work` in it on the event loop. Statements stay on
-        the loop because each one hands the GIL over: a writer thread would wait for it once per
-        statement while the loop is busy, and only once per batch this way."""
-        conn = self._wc
-        txn = _Txn(conn, self.state)
-        conn.execute("BEGIN IMMEDIATE")
+    def _commit_adopting(self, conn: sqlite3.Connection, state: State) -> None:
+        """In the writer thread: COMMIT, then adopt the new state, here, so that it holds even
+        if the task that waits for it is cancelled meanwhile. A failed COMMIT is rolled back."""
         try:
-            await work(txn, items)
-            txn.pruned = await self._finish(conn, txn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        return txn
+        self.state = state
 
-    async def _stage_requests(self, txn: _Txn, requests: list[WriteRequest]) -> None:
-        """The client requests of one group commit, in order; a request whose condition fails
-        changes nothing and takes no seq."""
-        budget = _Budget()
-        txn.prefetch(op.key for req in requests for op in req.ops)
-        for req in requests:
-            failure = self._check_conditions(txn, req)
-            if failure is not None:
-                txn.outcomes.append(failure)
-                continue
-            results: list[dict[str, Any]] = []
-            for op in req.ops:
-                cur = txn.current(op.key)
-                if op.op == DELETE and cur is None:
-                    results.append({"op": DELETE, "key": op.key, "deleted": False})
-                    continue
-                version = 0 if op.op == DELETE else (cur[0] + 1 if cur else 1)
-                value = op.value if op.op == PUT else None
-                change = Change(txn.seq + 1, op.op, op.key, version, value, txn.now)
-                txn.apply(change, cur)
-                results.append(_result(change, cur))
-                if budget.spend(len(op.value)):
-                    await asyncio.sleep(0)
-            txn.outcomes.append(results)
-
-    def _check_conditions(self, txn: _Txn, req: WriteRequest) -> KVError | None:
-        for index, op in enumerate(req.ops):
-            if not (op.if_absent or op.if_exists or op.if_version is not None) and (
-                op.op != DELETE or req.txn
-            ):
-                continue
-            cur = txn.current(op.key)
-            actual = cur[0] if cur else 0
-            where = f"op {index} ({op.op} {op.key!r})" if req.txn else f"key {op.key!r}"
-            details = {"op_index": index, "key": op.key, "current_version": actual}
-            if op.if_absent and cur is not None:
-                return PreconditionFailed(
-                    f"{where}: the key exists (version {actual}) and "
-                    "If-None-Match: * asks that it does not",
-                    **details,
-                )
-            if op.if_exists and cur is None:
-                return PreconditionFailed(f"{where}: the key does not exist", **details)
-            if op.if_version is not None and actual != op.if_version:
-                return PreconditionFailed(
-                    f"{where}: expected version {op.if_version}, the current version is {actual}",
-                    expected_version=op.if_version,
-                    **details,
-                )
-            if op.op == DELETE and cur is None and not req.txn:
-                return KeyNotFound(f"key {op.key!r} does not exist", key=op.key)
-        return None
-
-    def _commit_txn(self, txn: _Txn, epoch: str | None) -> None:
-        """In the writer thread: COMMIT (the fsync under `full`), then adopt the new state, here,
-        so that it holds even if the task that waits for it is cancelled meanwhile. A failed
-        COMMIT is rolled back."""
-        try:
-            txn.conn.execute("COMMIT")
-        except BaseException:
-            if txn.conn.in_transaction:
-                txn.conn.execute("ROLLBACK")
-            raise
-        self.state = txn.state(epoch)
-
-    async def _finish(self, conn: sqlite3.Connection, txn: _Txn) -> int:
+    async def _finish(self, conn: sqlite3.Connection, txn: Txn) -> int:
         """Write the rows, log the changes, prune the log a bounded step and write meta (the
         COMMIT follows)."""
         await txn.flush()
@@ -467,23 +387,13 @@ class Store:
         if not fresh:
             return
         started = time.perf_counter()
-        txn = await self._transact(self._stage_changes, fresh, epoch)
-        self._committed(txn.changes, started)
+        skip = self.skip_change
 
-    async def _stage_changes(self, txn: _Txn, changes: list[Change]) -> None:
-        budget = _Budget()
-        txn.prefetch(ch.key for ch in changes if ch.seq > txn.seq)
-        for ch in changes:
-            if ch.seq <= txn.seq:
-                continue  # applied already
-            if ch.seq != txn.seq + 1:
-                raise Diverged(f"expected seq {txn.seq + 1} next, received {ch.seq}")
-            if ch.seq == self.fault_skip_seq:  # the test-only fault: lose this change silently
-                txn.skip(ch)  # (the log still records it, as the manager sent it)
-                continue
-            txn.apply(ch, txn.current(ch.key))
-            if budget.spend(len(ch.value or b"")):
-                await asyncio.sleep(0)
+        async def work(txn: Txn, items: list[Change]) -> None:
+            await stage_changes(txn, items, skip)
+
+        txn = await self._staged(work, fresh)
+        self._committed(txn.changes, started)
 
     async def set_epoch(self, epoch: str) -> None:
         """Give an empty store its epoch (a new manager, or a follower before its snapshot)."""
@@ -496,145 +406,13 @@ class Store:
         self.state = State(epoch, st.seq, st.digest, st.keys, st.pruned_upto)
 
     # --- snapshots ---------------------------------------------------------------------------
-    async def transaction(self, work: Callable[[sqlite3.Connection], Awaitable[None]]) -> None:
-        """For a snapshot install: run `work(conn)` on the event loop inside one write
-        transaction on the writer connection, then COMMIT in the writer thread; nothing is kept
-        if `work` raises. The caller adopts the new state (`installed`)."""
-        self._check_open()
-        conn = self._wc
-        await self._wlock.acquire()
-        self._release_reads()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                await work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except BaseException:
-            self._unlock()
-            raise
-        await self._commit_releasing(_commit_or_rollback, conn)
-
-    def installed(self, state: State) -> None:
-        """Called after a snapshot committed: adopt its state and wake waiters."""
-        self.state = state
+    def installed(self) -> None:
+        """Called after a snapshot committed: wake the waiters."""
         self._publish([])
 
 
-def _result(change: Change, cur: Current) -> dict[str, Any]:
-    if change.op == DELETE:
-        return {"op": DELETE, "key": change.key, "seq": change.seq, "deleted": True}
-    return {
-        "op": PUT,
-        "key": change.key,
-        "version": change.version,
-        "seq": change.seq,
-        "created": cur is None,
-    }
-
-
-def _commit_or_rollback(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-class _Budget:
-    """Staging on the loop hands the loop back to the other tasks every so many changes or
-    bytes, so that a large batch does not hold up reads."""
-
-    CHANGES = 256
-    BYTES = 1 << 20
-
-    def __init__(self) -> None:
-        self.changes = 0
-        self.bytes = 0
-
-    def spend(self, size: int) -> bool:
-        """Count one change of `size` bytes; True when it is time to hand the loop back."""
-        self.changes += 1
-        self.bytes += size
-        if self.changes >= self.CHANGES or self.bytes >= self.BYTES:
-            self.changes = self.bytes = 0
-            return True
-        return False
-
-
-class _Txn:
-    """One write transaction being built on the writer connection: the state it started from,
-    the seq, digest and key count so far, and each key's row as the transaction leaves it.
-
-    Rows are read for many keys at once (`prefetch`) and written once per key at the end
-    (`flush`): a statement costs far more in Python than the B-tree work it does."""
-
-    def __init__(self, conn: sqlite3.Connection, start: State) -> None:
-        self.conn = conn
-        self.start = start
-        self.epoch = start.epoch
-        self.seq, self.digest, self.keys = start.seq, start.digest, start.keys
-        self.pruned = start.pruned_upto
-        self.now = time.time()
-        self.changes: list[Change] = []
-        self.outcomes: list[list[dict[str, Any]] | KVError] = []
-        self._known: dict[str, Current] = {}
-        self._rows: dict[str, tuple[Any, ...] | None] = {}  # key -> row to store, None: delete
-
-    def prefetch(self, keys: Iterable[str]) -> None:
-        """Read the current row of each key not seen yet, LOOKUP_CHUNK keys a statement."""
-        missing = [k for k in dict.fromkeys(keys) if k not in self._known]
-        for i in range(0, len(missing), schema.LOOKUP_CHUNK):
-            chunk = missing[i : i + schema.LOOKUP_CHUNK]
-            sql, params = schema.lookup_many(chunk)
-            for key, version, raw_hash, create_seq in self.conn.execute(sql, params):
-                self._known[key] = (version, hash_int(raw_hash), create_seq)
-            for key in chunk:
-                self._known.setdefault(key, None)
-
-    def current(self, key: str) -> Current:
-        """(version, hash, create_seq) of the key as this transaction has left it so far."""
-        if key not in self._known:
-            self.prefetch((key,))
-        return self._known[key]
-
-    def apply(self, ch: Change, cur: Current) -> None:
-        """Account for one change; its row is written by `flush`."""
-        old_hash = cur[1] if cur else 0
-        if ch.op == DELETE:
-            if cur is not None:
-                self.digest -= old_hash
-                self.keys -= 1
-                self._rows[ch.key] = None
-            self._known[ch.key] = None
-        else:
-            assert ch.value is not None
-            new_hash = entry_hash(ch.key, ch.value)
-            create_seq = cur[2] if cur else ch.seq
-            row = (ch.key, ch.value, ch.version, create_seq, ch.seq, hash_bytes(new_hash))
-            self._rows[ch.key] = row
-            self.digest += new_hash - old_hash  # reduced mod DIGEST_MOD when read
-            self.keys += 0 if cur else 1
-            self._known[ch.key] = (ch.version, new_hash, create_seq)
-        self.seq = ch.seq
-        self.changes.append(ch)
-
-    def skip(self, ch: Change) -> None:
-        self.seq = ch.seq
-        self.changes.append(ch)
-
-    async def flush(self) -> None:
-        """Write each changed key's final row (each key once, so the order does not matter)."""
-        puts = [row for row in self._rows.values() if row is not None]
-        deletes = [(key,) for key, row in self._rows.items() if row is None]
-        for sql, rows in ((schema.UPSERT, puts), (schema.DELETE_KEY, deletes)):
-            for i in range(0, len(rows), _Budget.CHANGES):
-                self.conn.executemany(sql, rows[i : i + _Budget.CHANGES])
-                if len(rows) > _Budget.CHANGES:
-                    await asyncio.sleep(0)
-        self._rows.clear()
-
-    def state(self, epoch: str | None) -> State:
-        return State(epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned)
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left: SQLite may have rolled back by itself (a full disk, an I/O
+    error), and a ROLLBACK then would only hide the real error behind 'no transaction'."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

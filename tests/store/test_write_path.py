@@ -39,39 +39,39 @@ async def test_a_failed_commit_fails_the_batch_and_keeps_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.write(put("before"))
-    real = Store._commit_txn
+    real = Store._commit_adopting
     failures = iter([sqlite3.OperationalError("disk I/O error")])
 
-    def failing(self: Store, txn: Any, epoch: str | None) -> None:
+    def failing(self: Store, conn: sqlite3.Connection, state: Any) -> None:
         failure = next(failures, None)
         if failure is not None:
-            txn.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise failure
-        real(self, txn, epoch)
+        real(self, conn, state)
 
-    monkeypatch.setattr(Store, "_commit_txn", failing)
+    monkeypatch.setattr(Store, "_commit_adopting", failing)
     results = await asyncio.gather(
         *(store.write(put(f"k{i}")) for i in range(5)), return_exceptions=True
     )
     assert all(isinstance(r, sqlite3.OperationalError) for r in results)
     assert store.state.seq == 1 and store.get("k0") is None
     after = await store.write(put("after"))
-    assert after[0]["seq"] == 2  # no gap: the failed batch took no seq
+    assert after[0].seq == 2  # no gap: the failed batch took no seq
     assert store.get("after") is not None
 
 
 async def test_a_cancelled_apply_still_commits_before_the_next(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Store._commit_txn
+    real = Store._commit_adopting
     entered, release = threading.Event(), threading.Event()
 
-    def slow(self: Store, txn: Any, epoch: str | None) -> None:
+    def slow(self: Store, conn: sqlite3.Connection, state: Any) -> None:
         entered.set()
         release.wait(10)
-        real(self, txn, epoch)
+        real(self, conn, state)
 
-    monkeypatch.setattr(Store, "_commit_txn", slow)
+    monkeypatch.setattr(Store, "_commit_adopting", slow)
     first = asyncio.create_task(store.apply([change(1, "a"), change(2, "b")], "e1"))
     await asyncio.to_thread(entered.wait, 10)
     first.cancel()

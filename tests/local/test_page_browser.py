@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import LocalCluster, wait_for
+from tests.harness import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.errors import Compacted, Diverged, EpochMismatch, KeyNotFound, PreconditionFailed
-from kvstore.model import DELETE, PUT, Op, WriteRequest
+from kvstore.model import DELETE, PUT, DeleteResult, Op, WriteRequest, WriteResult
 from kvstore.store import snapshot
 from kvstore.store.feed import follow
 from kvstore.store.store import Store
@@ -37,7 +37,7 @@ async def test_concurrent_writes_share_commits_and_get_gapless_seqs(store: Store
     sizes: list[int] = []
     store.on_commit = lambda n, _: sizes.append(n)
     results = await asyncio.gather(*(store.write(put(f"k{i}")) for i in range(500)))
-    seqs = sorted(r[0]["seq"] for r in results)
+    seqs = sorted(r[0].seq or 0 for r in results)
     assert seqs == list(range(1, 501))
     assert store.state.seq == 500
     assert len(sizes) < 500  # grouped: fewer commits than writes
@@ -46,9 +46,9 @@ async def test_concurrent_writes_share_commits_and_get_gapless_seqs(store: Store
 
 async def test_versions_and_conditions(store: Store) -> None:
     first = await store.write(put("a", b"1"))
-    assert first[0] == {"op": "put", "key": "a", "version": 1, "seq": 1, "created": True}
+    assert first[0] == WriteResult("a", version=1, seq=1, created=True)
     second = await store.write(put("a", b"2", if_version=1))
-    assert second[0]["version"] == 2 and not second[0]["created"]
+    assert second[0] == WriteResult("a", version=2, seq=2, created=False)
     with pytest.raises(PreconditionFailed):
         await store.write(put("a", b"3", if_version=1))
     with pytest.raises(PreconditionFailed):
@@ -69,8 +69,8 @@ async def test_txn_is_all_or_nothing(store: Store) -> None:
     assert store.get("y") is None and store.state.seq == 1
     ok = WriteRequest([Op(PUT, "y", b"1"), Op(DELETE, "nope"), Op(DELETE, "x")], txn=True)
     results = await store.write(ok)
-    assert [r.get("seq") for r in results] == [2, None, 3]
-    assert results[1]["deleted"] is False
+    assert [r.seq for r in results] == [2, None, 3]
+    assert results[1] == DeleteResult("nope", None) and not results[1].deleted
 
 
 async def test_digest_is_independent_of_history(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ import pytest
 from kvstore.local.control import ControlClient
 from kvstore.local.pod import free_port
 from kvstore.local.state import read_cluster_file, read_events
-from tests.cluster import LocalCluster
+from tests.harness import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

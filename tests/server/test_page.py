@@ -1,7 +1,7 @@
 """The page at `/` and `GET /v1/cluster`, the view of the set behind it.
 
 In-process (a manager and a follower, see tests/test_metrics.py) for what one request shows;
-with real processes (tests/cluster.py) for pods that die, come back elsewhere, or leave DNS.
+with real processes (tests/harness.py) for pods that die, come back elsewhere, or leave DNS.
 The page itself, in a browser, is tests/test_page_browser.py.
 """
 
@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from kvstore.server.page import ASSETS
-from tests.cluster import Cluster
-from tests.test_metrics import eventually, running_pair
+from tests.harness import Cluster
+from tests.server.test_metrics import eventually, running_pair
 
 # What a page may name: its own files; nothing from another origin.
 REFERENCE = re.compile(r"""(?:src|href)=["']([^"']+)["']""")

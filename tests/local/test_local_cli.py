@@ -16,8 +16,8 @@ import pytest
 
 from kvstore.cli import exits
 from kvstore.local.cli import tail_of
-from tests.cluster import LocalCluster
-from tests.test_cli_client import read_lines
+from tests.cli.test_kv import read_lines
+from tests.harness import LocalCluster
 
 pytestmark = pytest.mark.e2e
 TOKEN = "sekret-token"

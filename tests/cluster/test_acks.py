@@ -23,7 +23,7 @@ from kvstore.local.dns import DNSServer
 from kvstore.model import PUT, Change
 from kvstore.server.keys import NODE
 from kvstore.store.store import Store
-from tests.test_api import make_client
+from tests.server.test_api import make_client
 
 
 async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSServer) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kvstore.local.targets import DEFAULT_SELECTOR
-from tests.cluster import LocalCluster
+from tests.harness import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

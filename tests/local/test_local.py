@@ -16,7 +16,7 @@ from kvstore.local.revisions import Policies, Revisions, SpecError, Template
 from kvstore.local.rollout import parse_assignments
 from kvstore.local.state import read_cluster_file, read_events
 from kvstore.local.status import age, summary, table
-from tests.cluster import LocalCluster, wait_for
+from tests.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.e2e
 

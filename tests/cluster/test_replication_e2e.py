@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
 from tests.e2e_util import Acked, check_acked, converged, put, write_load
+from tests.harness import Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
 from tests.e2e_util import check_acked, put, write_load
+from tests.harness import Cluster
 
 pytestmark = pytest.mark.e2e
 

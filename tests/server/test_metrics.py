@@ -32,9 +32,9 @@ from kvstore import __version__, config
 from kvstore.local.dns import BackgroundDNSServer, RecordTable
 from kvstore.local.pod import free_port, loopback_addresses
 from kvstore.server.app import create_app
-from tests.cluster import Cluster
+from tests.harness import Cluster
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- metrics:begin -->\n", "<!-- metrics:end -->"
 DEADLINE = 30.0
 Families = dict[str, Metric]
