@@ -121,7 +121,7 @@ def error_for(status: int, body: bytes, retry_after: str | None = None) -> Clien
     """The exception for an error answer, decoded by `errors.from_wire` and typed by the
     domain error it names (else by status); a body that is not our JSON still gives a message."""
     domain = errors.from_wire(status, body, _NotOurs)
-    if isinstance(domain, _NotOurs):
+    if isinstance(domain, _NotOurs) and domain.wire_code is None:  # not our JSON at all
         code, message = f"http_{status}", body.decode("utf-8", "replace").strip()[:200]
     else:
         code, message = domain.wire_code or domain.code, domain.message

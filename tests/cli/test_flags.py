@@ -127,6 +127,12 @@ def _unknown() -> ClientError:
     return error_for(504, body)
 
 
+def test_an_error_code_the_client_has_no_class_for_keeps_its_code_and_message() -> None:
+    exc = _unknown()
+    assert (exc.status, exc.code, exc.message) == (504, "unknown_outcome", "sent, no answer")
+    assert error_for(502, b"<html>bad gateway</html>").code == "http_502"
+
+
 def test_what_is_retried() -> None:
     assert retryable(_unavailable(), write=True)
     assert retryable(error_for(507, b'{"error": {"code": "insufficient_storage"}}'), write=True)
