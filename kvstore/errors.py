@@ -42,6 +42,11 @@ class TooLarge(KVError):
     code = "too_large"
 
 
+# --- too many at once (429) -----------------------------------------------------------------
+class TooManyWatches(KVError):
+    code = "too_many_watches"
+
+
 # --- missing (404) ---------------------------------------------------------------------------
 class KeyNotFound(KVError):
     code = "not_found"

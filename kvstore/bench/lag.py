@@ -1,7 +1,8 @@
-"""Replication lag, measured the same way on kvstore and etcd by one client process of its own:
-writes go to the writer (kvstore's manager, etcd's leader) at a fixed rate, a watch on one
-follower reports each change, and a write's lag is the time from the writer's answer to the
-follower's event (0 when the event came first). Both ends run in that one process, on one clock.
+"""Replication lag, measured the same way on kvstore and etcd by one child process: paced writes
+go to the writer (kvstore's manager, etcd's leader) through the load runner, a watch on one
+follower notes when each change shows, and a write's lag is the time from the writer's answer
+to the follower's event (0 when the event came first). Both ends run in that one process, on
+one clock.
 
 - kvstore: `PUT /v1/kv/{key}` (its answer carries the seq), `GET /v1/watch` on the follower.
 - etcd: `POST /v3/kv/put` (the answer carries the revision), `POST /v3/watch` on the follower
@@ -15,16 +16,21 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from kvstore.bench.load import b64, in_process, key, value_of
+from kvstore.bench.children import BenchError, Counter, in_children
+from kvstore.bench.console import Console
+from kvstore.bench.load import CHILD_GRACE, LoadResult, combine, drive
+from kvstore.bench.stats import Latency
+from kvstore.bench.workload import DIGITS, Load, b64
 
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
-MAX_IN_FLIGHT = 64
 GRACE = 10.0  # seconds to wait for the last writes to show on the follower
+READY_TIMEOUT = 30.0
+PUT_KIND = {"kvstore": "kv_put", "etcd": "etcd_put"}
 
 
 @dataclass(frozen=True)
@@ -33,28 +39,43 @@ class LagSpec:
     write_url: str
     watch_url: str
     rate: float  # writes per second
-    duration: float
+    duration: float | None
+    requests: int | None = None  # stop after this many writes (else at `duration`)
+    in_flight: int = 64  # at most this many writes unanswered
     value_size: int = 100
     prefix: str = "bench/lag/"
+    token: str | None = None
+
+    def writes(self) -> Load:
+        return Load(
+            self.write_url, PUT_KIND[self.system], self.in_flight, self.duration,
+            prefix=self.prefix, keyspace=10**DIGITS, value_size=self.value_size,
+            token=self.token, requests=self.requests, rate=self.rate, acks=True,
+        )  # fmt: skip
 
 
 @dataclass
 class LagResult:
-    writes: int = 0
-    lags: list[float] = field(default_factory=list)  # seconds, one per write seen
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    writes: LoadResult
+    lags: list[float]  # seconds, one per acknowledged write seen on the follower
+
+    @property
+    def seen(self) -> int:
+        return len(self.lags)
 
     @property
     def not_seen(self) -> int:
-        return self.writes - len(self.lags)
+        return self.writes.ok - self.seen
+
+    @property
+    def latency(self) -> Latency:
+        return Latency.of(self.lags)
 
 
-def run_lag(spec: LagSpec) -> LagResult:
-    """Measure in a spawned process of its own; this one only waits for the result."""
-    result = in_process(measure, spec, spec.duration + GRACE + 120, "the lag process")
-    assert isinstance(result, LagResult)
-    return result
+async def run_lag(spec: LagSpec, what: str, console: Console | None) -> LagResult:
+    """Measure in a child process of its own; this one only waits and shows progress."""
+    timeout = None if spec.duration is None else spec.duration + GRACE + CHILD_GRACE
+    return (await in_children(measure, [spec], what, console, timeout))[0]
 
 
 class _Seen:
@@ -76,88 +97,69 @@ class _Seen:
                 await asyncio.wait_for(self.changed.wait(), deadline - time.monotonic())
 
 
-async def measure(spec: LagSpec) -> LagResult:
-    seen, result = _Seen(), LagResult()
-    acks: dict[int, float] = {}
-    async with aiohttp.ClientSession(timeout=STREAM_TIMEOUT) as session:
+async def measure(spec: LagSpec, counter: Counter | None = None) -> LagResult:
+    seen = _Seen()
+    headers = {"Authorization": f"Bearer {spec.token}"} if spec.token else {}
+    async with aiohttp.ClientSession(timeout=STREAM_TIMEOUT, headers=headers) as session:
         ready = asyncio.Event()
         watcher = asyncio.create_task(_watch(session, spec, seen, ready))
         try:
-            await _until_ready(ready, watcher)
-            await _write(session, spec, acks, result)
-            await seen.wait_all(set(acks), GRACE)
+            await _until_ready(ready, watcher, spec.watch_url)
+            tally = await drive(spec.writes(), counter)
+            await seen.wait_all({p for p, _ in tally.acks}, GRACE)
+            _check_watch(watcher, spec.watch_url)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await watcher
-    result.lags = [max(0.0, seen.times[p] - t) for p, t in acks.items() if p in seen.times]
-    return result
+    lags = [max(0.0, seen.times[p] - t) for p, t in tally.acks if p in seen.times]
+    generator = "Python process: paced writer, watch on the follower"
+    return LagResult(combine(generator, [tally]), lags)
 
 
-async def _until_ready(ready: asyncio.Event, watcher: asyncio.Task[None]) -> None:
+async def _until_ready(ready: asyncio.Event, watcher: asyncio.Task[None], url: str) -> None:
     waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({waiter, watcher}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(
+        {waiter, watcher}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+    )
     waiter.cancel()
-    if watcher.done():
-        watcher.result()  # raises the watch's error
-        raise RuntimeError("the watch ended before it started")
+    _check_watch(watcher, url)
     if not ready.is_set():
-        raise RuntimeError("the watch did not start within 30 s")
+        raise BenchError(f"the watch on {url} did not start within {READY_TIMEOUT:g} s")
 
 
-async def _write(
-    session: aiohttp.ClientSession, spec: LagSpec, acks: dict[int, float], result: LagResult
-) -> None:
-    """Open loop: write n goes out at start + n / rate, at most MAX_IN_FLIGHT at once."""
-    value = value_of(spec.value_size)
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(n: int) -> None:
-        async with slots:
-            try:
-                position = await _put(session, spec, key(spec.prefix, n), value)
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
-                result.errors.append(repr(exc))
-                return
-            acks[position] = time.monotonic()
-
-    start = time.monotonic()
-    n = 0
-    while (now := time.monotonic()) < start + spec.duration:
-        await asyncio.sleep(max(0.0, start + n / spec.rate - now))
-        task = asyncio.create_task(one(n))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        n += 1
-    await asyncio.gather(*tasks)
-    result.writes, result.seconds = n, time.monotonic() - start
-
-
-async def _put(session: aiohttp.ClientSession, spec: LagSpec, k: str, value: bytes) -> int:
-    """Write one key; the writer's position of the change (seq or revision)."""
-    if spec.system == "kvstore":
-        async with session.put(f"{spec.write_url}/v1/kv/{k}", data=value) as resp:
-            resp.raise_for_status()
-            return int((await resp.json())["seq"])
-    body = {"key": b64(k), "value": b64(value)}
-    async with session.post(f"{spec.write_url}/v3/kv/put", json=body) as resp:
-        resp.raise_for_status()
-        return int((await resp.json())["header"]["revision"])
+def _check_watch(watcher: asyncio.Task[None], url: str) -> None:
+    """BenchError if the watch has ended (it runs until cancelled)."""
+    if not watcher.done():
+        return
+    exc = None if watcher.cancelled() else watcher.exception()
+    raise BenchError(f"the watch on {url} failed: {exc!r}" if exc else f"the watch on {url} ended")
 
 
 async def _watch(
     session: aiohttp.ClientSession, spec: LagSpec, seen: _Seen, ready: asyncio.Event
 ) -> None:
     if spec.system == "kvstore":
-        url = f"{spec.watch_url}/v1/watch"
-        async with session.get(url, params={"prefix": spec.prefix}) as resp:
-            resp.raise_for_status()
-            ready.set()
-            async for doc in _json_lines(resp.content):
-                if "key" in doc:
-                    seen.add(int(doc["seq"]))
-        return
+        await _watch_kvstore(session, spec, seen, ready)
+    else:
+        await _watch_etcd(session, spec, seen, ready)
+
+
+async def _watch_kvstore(
+    session: aiohttp.ClientSession, spec: LagSpec, seen: _Seen, ready: asyncio.Event
+) -> None:
+    url = f"{spec.watch_url.rstrip('/')}/v1/watch"
+    async with session.get(url, params={"prefix": spec.prefix}) as resp:
+        resp.raise_for_status()
+        ready.set()
+        async for doc in _json_lines(resp.content):
+            if "key" in doc:
+                seen.add(int(doc["seq"]))
+
+
+async def _watch_etcd(
+    session: aiohttp.ClientSession, spec: LagSpec, seen: _Seen, ready: asyncio.Event
+) -> None:
     prefix = spec.prefix.encode()
     end = prefix[:-1] + bytes([prefix[-1] + 1])
     body = {"create_request": {"key": b64(prefix), "range_end": b64(end)}}

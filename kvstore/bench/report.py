@@ -1,4 +1,5 @@
-"""The suite's figures, one table of them (kvstore, etcd and their ratio), and the targets."""
+"""What the bench prints: the report of one `kvstore bench` scenario (`Report`), and the suite's
+figures (`Results`): one table of them (kvstore, etcd and their ratio), and the targets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,48 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kvstore.bench.stats import Latency
+from kvstore.cli.tables import format_pairs
+
 HIGHER, LOWER = "higher", "lower"
+
+
+# --- one scenario ------------------------------------------------------------------------------
+@dataclass
+class Report:
+    scenario: str
+    target: str  # what was measured: URL and pod
+    load_generator: str
+    seconds: float
+    ok: int
+    failed: int
+    per_second: float
+    latency: Latency
+    latency_label: str  # what `latency` measures
+    extra: dict[str, Any] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        pairs = [
+            ("target", self.target),
+            ("load generator", self.load_generator),
+            ("requests", f"{self.ok} ok, {self.failed} failed, in {self.seconds:.2f} s"),
+            ("throughput", f"{self.per_second:.0f} /s"),
+            (f"{self.latency_label} (ms)", self.latency.text()),
+            *((k.replace("_", " "), str(v)) for k, v in self.extra.items()),
+            *(("error", e) for e in self.error_samples),
+        ]
+        return f"kvstore bench {self.scenario}\n" + _indent(format_pairs(pairs))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+# --- the suite ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

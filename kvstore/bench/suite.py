@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import os
 import platform
-import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +23,17 @@ from typing import Any
 
 import aiohttp
 
-from kvstore.bench import load as ld
-from kvstore.bench.bench import percentile
+from kvstore.bench import workload as wl
+from kvstore.bench.console import Console
+from kvstore.bench.etcd import EtcdCluster, etcd_version
 from kvstore.bench.lag import LagSpec, run_lag
-from kvstore.bench.options import SCENARIOS
+from kvstore.bench.load import LoadResult, run_python
 from kvstore.bench.report import HIGHER, LOWER, Figure, Results
-from kvstore.bench.systems import (
-    EtcdCluster,
-    KvCluster,
-    SuiteError,
-    System,
-    etcd_version,
-    now,
-    wait_until,
-)
+from kvstore.bench.systems import KvCluster, SuiteError, System, now, wait_until
+from kvstore.bench.wrk import GENERATOR as WRK
+from kvstore.bench.wrk import run_wrk
 
+SUITE_SCENARIOS = ("put", "txn", "put3", "get", "lag", "catchup", "snapshot", "rss")
 ONE_NODE = ("put", "txn")
 TXN_OPS = 100  # puts per txn (etcd's default limit is 128)
 TXN_CONNECTIONS = 16
@@ -66,20 +60,8 @@ class SuiteOptions:
     snapshot_keys: int = 1_000_000
     value_size: int = 100
     use_wrk: bool = True
-    only: tuple[str, ...] = SCENARIOS
+    only: tuple[str, ...] = SUITE_SCENARIOS
     workdir: Path | None = None  # kept after the run; None: a temporary directory
-
-
-class Log:
-    """A line on stderr per step, with the time since the start."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.start = time.monotonic()
-
-    def __call__(self, text: str) -> None:
-        if self.enabled:
-            print(f"[{time.monotonic() - self.start:6.1f}s] {text}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -88,8 +70,11 @@ class Run:
 
     opts: SuiteOptions
     results: Results
-    log: Log
+    console: Console
     workdir: Path
+
+    def log(self, text: str) -> None:
+        self.console.step(text)
 
     def add(self, system: System, figure: Figure) -> None:
         self.results.add(system.name, figure)
@@ -97,13 +82,19 @@ class Run:
     def wants(self, scenario: str) -> bool:
         return scenario in self.opts.only
 
-    def load(self, system: System, what: str, url: str, connections: int, **kw: Any) -> ld.Load:
+    def load(self, system: System, what: str, url: str, connections: int, **kw: Any) -> wl.Load:
         kind = KINDS[system.name][what]
         kw.setdefault("value_size", self.opts.value_size)
-        return ld.Load(url, kind, connections, self.opts.duration, **kw)
+        return wl.Load(url, kind, connections, self.opts.duration, **kw)
+
+    async def measure(self, system: System, scenario: str, load: wl.Load) -> LoadResult:
+        """The load, by wrk or a Python process of its own."""
+        if self.opts.use_wrk:
+            return await asyncio.to_thread(run_wrk, load, self.workdir)
+        return await run_python([load], f"{system.name} {scenario}", self.console)
 
 
-def run_suite(opts: SuiteOptions, log: Log) -> Results:
+def run_suite(opts: SuiteOptions, console: Console) -> Results:
     results = Results(setup=setup_info(opts))
     with contextlib.ExitStack() as stack:
         if opts.workdir is None:
@@ -113,12 +104,12 @@ def run_suite(opts: SuiteOptions, log: Log) -> Results:
         for name in ["kvstore", *(["etcd"] if opts.compare_etcd else [])]:
             workdir = root / name
             workdir.mkdir(parents=True)
-            asyncio.run(_run_system(name, Run(opts, results, log, workdir)))
+            asyncio.run(_run_system(name, Run(opts, results, console, workdir)))
     return results
 
 
 def setup_info(opts: SuiteOptions) -> dict[str, Any]:
-    generator = "wrk (Lua script), 1 thread" if opts.use_wrk else "a Python process (aiohttp)"
+    generator = WRK if opts.use_wrk else "a Python process (aiohttp)"
     info: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
@@ -154,7 +145,7 @@ async def _run_system(name: str, run: Run) -> None:
     if any(run.wants(s) for s in ONE_NODE):
         single = _make(name, run.workdir / "one", 1, run.opts)
         await _with(single, run, lambda: _one_node(single, run))
-    if any(run.wants(s) for s in SCENARIOS if s not in ONE_NODE):
+    if any(run.wants(s) for s in SUITE_SCENARIOS if s not in ONE_NODE):
         cluster = _make(name, run.workdir / "three", 3, run.opts)
         await _with(cluster, run, lambda: _three_nodes(cluster, run))
 
@@ -186,21 +177,22 @@ async def _with(
 
 # --- closed-loop runs ---------------------------------------------------------------------------
 async def _closed_loop(
-    system: System, run: Run, scenario: str, title: str, load: ld.Load, per_request: int = 1
+    system: System, run: Run, scenario: str, title: str, load: wl.Load, per_request: int = 1
 ) -> None:
-    result = await asyncio.to_thread(ld.run, load, run.workdir, run.opts.use_wrk)
+    result = await run.measure(system, scenario, load)
     unit = "keys/s" if per_request > 1 else "req/s"
     figures = (
         (unit, result.per_second * per_request, HIGHER),
-        ("p50 ms", result.p50_ms, LOWER),
-        ("p99 ms", result.p99_ms, LOWER),
-        ("max ms", result.max_ms, LOWER),
+        ("p50 ms", result.latency.p50_ms, LOWER),
+        ("p99 ms", result.latency.p99_ms, LOWER),
+        ("max ms", result.latency.max_ms, LOWER),
     )
     for metric, value, better in figures:
         run.add(system, Figure(scenario, title, metric, value, better, result.generator))
-    info = {"requests": result.requests, "seconds": result.seconds, "url": load.url}
-    run.results.detail(system.name, scenario, info | ld.describe_errors(result))
-    if result.requests == 0:
+    info = {"requests": result.ok, "seconds": result.seconds, "url": load.url}
+    errors = {"errors": result.failed, "error_samples": result.error_samples}
+    run.results.detail(system.name, scenario, info | errors)
+    if result.ok == 0:
         raise SuiteError(f"{system.name} {scenario}: no request succeeded {result.error_samples}")
 
 
@@ -253,19 +245,17 @@ async def _lag(system: System, run: Run) -> None:
     rate = run.opts.lag_rate
     run.log(f"{system.name}: replication lag at {rate:g} writes/s")
     spec = LagSpec(system.name, system.write_url, system.read_url(1), rate, run.opts.duration,
-                   run.opts.value_size)  # fmt: skip
-    result = await asyncio.to_thread(run_lag, spec)
-    generator = "Python process: paced writer, watch on the follower"
-    ms = sorted(x * 1000 for x in result.lags)
-    for metric, p in (("p50 ms", 50.0), ("p99 ms", 99.0), ("max ms", 100.0)):
-        value = percentile(ms, p) if ms else None
-        run.add(system, Figure("lag", f"lag at {rate:g} writes/s", metric, value, LOWER, generator))
-    info = {"writes": result.writes, "seen": len(ms), "errors": result.errors[:3]}
-    run.results.detail(system.name, "lag", info)
-    if result.not_seen or result.errors:
+                   value_size=run.opts.value_size)  # fmt: skip
+    result = await run_lag(spec, f"{system.name} lag", run.console)
+    writes, lat, title = result.writes, result.latency, f"lag at {rate:g} writes/s"
+    for metric, value in (("p50 ms", lat.p50_ms), ("p99 ms", lat.p99_ms), ("max ms", lat.max_ms)):
+        run.add(system, Figure("lag", title, metric, value, LOWER, writes.generator))
+    info = {"writes": writes.ok + writes.failed, "seen": result.seen}
+    run.results.detail(system.name, "lag", info | {"errors": writes.error_samples})
+    if result.not_seen or writes.failed:
         raise SuiteError(
             f"{system.name} lag: {result.not_seen} writes not seen on the follower, "
-            f"errors {result.errors[:3]}"
+            f"{writes.failed} failed {writes.error_samples}"
         )
 
 
@@ -316,14 +306,14 @@ async def bulk_load(
 ) -> None:
     """Write keys prefix+0 .. prefix+count-1 to the writer in txns, BULK_CONCURRENCY at once."""
     per_txn = BULK_OPS[system.name]
-    body = ld.kv_txn_body if system.name == "kvstore" else ld.etcd_txn_body
+    body = wl.kv_txn_body if system.name == "kvstore" else wl.etcd_txn_body
     path = "/v1/txn" if system.name == "kvstore" else "/v3/kv/txn"
-    value = ld.value_of(value_size)
+    value = wl.value_of(value_size)
     starts = iter(range(0, count, per_txn))
 
     async def worker() -> None:
         for first in starts:
-            keys = [ld.key(prefix, n) for n in range(first, min(first + per_txn, count))]
+            keys = [wl.key(prefix, n) for n in range(first, min(first + per_txn, count))]
             data = body(keys, value)
             async with session.post(system.write_url + path, data=data, headers=JSON) as resp:
                 if resp.status >= 300:
@@ -355,6 +345,6 @@ def parse_levels(text: str) -> tuple[int, ...]:
 
 def parse_only(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
-    if not names or set(names) - set(SCENARIOS):
-        raise ValueError(f"choose from {', '.join(SCENARIOS)}")
+    if not names or set(names) - set(SUITE_SCENARIOS):
+        raise ValueError(f"choose from {', '.join(SUITE_SCENARIOS)}")
     return names

@@ -153,6 +153,31 @@ TESTS: list[dict[str, Any]] = [
             ),
         ],
     },
+    {  # kv-2 diverged from seq 12 on, a minute later the alert
+        "interval": "1m",
+        "input_series": [
+            series("kvstore_replication_diverged_seq", "0 12 12 12 12", pod="kv-2"),
+            series("kvstore_replication_diverged", "0 1 1 1 1", pod="kv-2"),
+            series("kvstore_replication_diverged_seq", "0+0x5", pod="kv-1"),
+            series("kvstore_replication_diverged", "0+0x5", pod="kv-1"),
+        ],
+        "alert_rule_test": [
+            quiet("KvstoreReplicationDiverged", "1m"),
+            fires(
+                "KvstoreReplicationDiverged",
+                "3m",
+                alert(
+                    {"pod": "kv-2", "severity": "critical"},
+                    summary="kv-2 holds a history the manager does not have",
+                    description="kv-2 in kv is diverged from the manager from seq 12 on: it "
+                    "applies nothing until an operator decides. `kvstore repair status` shows "
+                    "it, `kvstore repair export --pod kv-2 --out F` saves what it holds past the "
+                    "fork as a txn file to replay on the manager, and `kvstore repair resync "
+                    "--pod kv-2` backs its data up and makes it follow the manager again.",
+                ),
+            ),
+        ],
+    },
     {  # data-kv-1: 14% left and losing 1 MiB a minute (full in a day); data-kv-2: 14%, steady
         "interval": "1m",
         "input_series": [

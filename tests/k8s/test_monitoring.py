@@ -19,6 +19,7 @@ ALERTS = {
     "KvstoreFollowerLagHigh",
     "KvstoreFollowerDisconnected",
     "KvstoreManagerDown",
+    "KvstoreReplicationDiverged",
     "KvstoreEpochMismatch",
     "KvstoreVolumeFillingUp",
     "KvstoreVolumeAlmostFull",
