@@ -141,6 +141,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "KV_FORWARD_TIMEOUT",
+        float,
+        30.0,
+        "seconds a follower waits for the manager's answer to a forwarded write; past it: 504"
+        " unknown_outcome",
+        "30",
+        minimum=0.1,
+    ),
+    Setting(
         "KV_READY_MAX_LAG",
         int,
         1000,
@@ -206,6 +215,7 @@ class Settings:
     replication_token: str | None
     shutdown_timeout: float
     restore_wait: float
+    forward_timeout: float
     ready_max_lag: int
     log_format: str
     log_level: str

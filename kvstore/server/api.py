@@ -64,9 +64,11 @@ def _conditions(request: web.Request) -> dict[str, Any]:
 
 
 def _ack_wait(request: web.Request) -> tuple[int, float]:
-    """`?ack=N&timeout=S`, checked before anything is written."""
+    """`?ack=N&timeout=S` (and `?redirect=`, a follower's), checked before anything is written,
+    alike on every pod."""
     if not request.query_string:
         return 0, DEFAULT_WAIT
+    h.bool_param(request, "redirect")
     n = h.int_param(request, "ack", 0, maximum=1000) or 0
     return n, h.float_param(request, "timeout", DEFAULT_WAIT)
 
@@ -119,6 +121,7 @@ async def _get_options(request: web.Request, node: Node) -> web.StreamResponse |
     consistency = request.query.get("consistency", "local")
     if consistency not in ("local", "manager"):
         raise InvalidRequest(f"consistency={consistency!r}: expected local or manager")
+    h.bool_param(request, "redirect")  # with consistency=manager, a follower's to read
     if consistency == "manager" and not node.is_manager:
         return await forward(node, request, b"")
     node.require_data()
@@ -192,7 +195,7 @@ def _parse_op(index: int, raw: Any, node: Node) -> Op:
         raise InvalidRequest(f"{where}.key: expected a string")
     validate_key(key, node.settings.max_key_bytes)
     if_version = raw.get("if_version")
-    if if_version is not None and (type(if_version) is not int or if_version < 0):
+    if if_version is not None and not h.is_whole(if_version):
         raise InvalidRequest(f"{where}.if_version: expected a whole number >= 0")
     value = b""
     if kind == PUT:
@@ -253,10 +256,7 @@ def parse_txn(body: bytes, node: Node) -> list[Op]:
             "(KV_MAX_TXN_OPS) can hold",
             limit=limit,
         )
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    doc = h.parse_json(body, "the txn body")
     if not isinstance(doc, dict) or not isinstance(doc.get("ops"), list):
         raise InvalidRequest('the body must be {"ops": [...]}')
     ops = doc["ops"]
@@ -273,6 +273,7 @@ def parse_txn(body: bytes, node: Node) -> list[Op]:
 
 async def txn(request: web.Request) -> web.StreamResponse:
     node = _node(request)
+    h.require_media_type(request, "application/json")
     body = await h.read_body(request, node.settings.max_txn_bytes, "the txn body")
     ops = parse_txn(body, node)
     ack = _ack_wait(request)
@@ -311,7 +312,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
     store = node.store
     with subscribe(store, prefix, kind="watch", limit=node.settings.max_watches) as sub:
         resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
+        if not await h.start_body(resp, request):
+            return resp
         out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
         try:
             with routes.tracked_stream(request):

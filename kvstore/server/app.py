@@ -25,8 +25,18 @@ from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
 from kvstore.model import Change
-from kvstore.server import api, backup, health, logs, metrics, page, repair, replication
-from kvstore.server.httputil import errors_middleware
+from kvstore.server import (
+    api,
+    backup,
+    health,
+    logs,
+    metrics,
+    openapi,
+    page,
+    repair,
+    replication,
+)
+from kvstore.server.httputil import errors_middleware, query_middleware
 from kvstore.server.keys import FOLLOWER, METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
 from kvstore.server.routes import OPEN, auth_middleware
 from kvstore.server.routes import add as add_route
@@ -122,7 +132,12 @@ async def _version_header(request: web.Request, response: web.StreamResponse) ->
 def create_app(settings: Settings) -> web.Application:
     counters = metrics.Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware(counters), errors_middleware, auth_middleware],
+        middlewares=[
+            metrics.middleware(counters),
+            errors_middleware,
+            auth_middleware,
+            query_middleware,
+        ],
         client_max_size=client_max_size(settings),
     )
     app[SETTINGS] = settings
@@ -139,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
     backup.add_routes(app)
     add_route(app, "GET", "/metrics", metrics.handler(counters), OPEN)
     page.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

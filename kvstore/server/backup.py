@@ -53,6 +53,12 @@ async def backup_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     if node.store.state.epoch is None:
         raise NotReady("this pod has no data to back up yet", retry_after=1)
+    headers = {
+        "Content-Type": "application/vnd.sqlite3",
+        "Content-Disposition": f'attachment; filename="{node.settings.pod_name}.db"',
+    }
+    if request.method == "HEAD":  # headers only, and no copy made for them
+        return web.Response(headers=headers)
     path = copy_path(node.store.data_dir, secrets.token_hex(8))
     copy = DatabaseCopy(node.store.path, path)
     started = time.monotonic()
@@ -60,13 +66,7 @@ async def backup_handler(request: web.Request) -> web.StreamResponse:
     try:
         size = await _make_copy(request, copy)
         copy.close()
-        resp.headers.update(
-            {
-                "Content-Type": "application/vnd.sqlite3",
-                "Content-Length": str(size),
-                "Content-Disposition": f'attachment; filename="{node.settings.pod_name}.db"',
-            }
-        )
+        resp.headers.update(headers | {"Content-Length": str(size)})
         await resp.prepare(request)
         out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
         loop = asyncio.get_running_loop()

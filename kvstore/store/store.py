@@ -28,7 +28,15 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from kvstore.errors import Compacted, EpochMismatch, KVError, ShuttingDown, StoreClosed, WaitTimeout
+from kvstore.errors import (
+    Compacted,
+    EpochMismatch,
+    InsufficientStorage,
+    KVError,
+    ShuttingDown,
+    StoreClosed,
+    WaitTimeout,
+)
 from kvstore.model import DIGEST_MOD, Change, Entry, OpResult, WriteRequest, digest_hex
 from kvstore.store import schema
 from kvstore.store.terms import Terms, next_term, term_at
@@ -346,16 +354,22 @@ class Store:
         self._release_reads()
         conn = self._wc
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                state = await stage(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    state = await stage(conn)
+                except BaseException:
+                    _rollback(conn)
+                    raise
             except BaseException:
-                _rollback(conn)
+                self._unlock()
                 raise
-        except BaseException:
-            self._unlock()
-            raise
-        await self._commit_releasing(self._commit_adopting, conn, state)
+            await self._commit_releasing(self._commit_adopting, conn, state)
+        except sqlite3.Error as exc:
+            full = storage_full(exc)
+            if full is None:
+                raise
+            raise full from exc
         return state
 
     def _release_reads(self) -> None:
@@ -483,6 +497,18 @@ def _with_terms(changes: list[Change], terms: Terms) -> Iterable[tuple[Any, ...]
     last = term_at(terms, last_start)
     for c in changes:
         yield (*c, last if c.seq >= last_start else term_at(terms, c.seq))
+
+
+def storage_full(exc: sqlite3.Error) -> InsufficientStorage | None:
+    """For a write that failed because the disk (or the database's page limit) is full: the
+    domain error, 507 with Retry-After (the caller keeps `exc` as its cause); else None."""
+    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+        return None
+    return InsufficientStorage(
+        f"the database cannot grow ({exc}): nothing of the write was kept; free disk space "
+        "or grow the volume, and retry",
+        retry_after=5,
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

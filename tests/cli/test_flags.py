@@ -287,7 +287,7 @@ def test_a_put_with_an_unknown_outcome_is_never_sent_again(capfdbinary: Capture)
     with stand_in([unknown, written]) as pod:
         code = cli.main(["--retry", "5", "--wait", "30", "put", "a", "1", "--url", pod.url])
         _, err = capfdbinary.readouterr()
-    assert code == exits.EXIT_FAILED and [m for _, m, _ in pod.seen] == ["PUT"]
+    assert code == exits.EXIT_UNKNOWN and [m for _, m, _ in pod.seen] == ["PUT"]
     assert "504 unknown_outcome" in err.decode() and "not retried" in err.decode()
 
 
