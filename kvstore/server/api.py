@@ -29,7 +29,7 @@ WATCH_HEARTBEAT = 2.0
 TXN_FIELDS = {"op", "key", "value", "value_text", "if_version"}
 # An op is an object of at most len(TXN_FIELDS) members, and a comma after it; the document
 # around the ops adds a few values more.
-TXN_VALUES_PER_OP = 2 * len(TXN_FIELDS) + 2
+TXN_VALUES_PER_OP = 2 * (len(TXN_FIELDS) - 1) + 2  # value and value_text: one or the other
 
 
 def _node(request: web.Request) -> Node:
