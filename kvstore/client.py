@@ -1,4 +1,5 @@
-"""A typed asyncio client for the kvstore HTTP API (SPEC §2), shared by the CLI, bench and tests.
+"""A typed asyncio client for the kvstore HTTP API (docs/API.md), shared by the CLI, bench and
+tests.
 
     async with KVClient("http://127.0.0.1:8080") as kv:
         await kv.put("a", b"1")
@@ -52,10 +53,13 @@ class ClientError(errors.KVError):
 
 
 class ConnectionFailed(ClientError):
-    """No answer: the server is unreachable, closed the connection, or took too long."""
+    """No answer: the server is unreachable, closed the connection, or took too long.
+    `sent` is False only when the connection was never made, so the request cannot have been
+    applied (a write is then safe to send again)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, sent: bool = True) -> None:
         super().__init__(0, "unreachable", message)
+        self.sent = sent
 
 
 class InvalidRequest(ClientError, errors.InvalidRequest):
@@ -136,7 +140,7 @@ def error_for(status: int, body: bytes, retry_after: str | None = None) -> Clien
     """The exception for an error answer, decoded by `errors.from_wire` and typed by the
     domain error it names (else by status); a body that is not our JSON still gives a message."""
     domain = errors.from_wire(status, body, _NotOurs)
-    if isinstance(domain, _NotOurs):
+    if isinstance(domain, _NotOurs) and domain.wire_code is None:  # not our JSON at all
         code, message = f"http_{status}", body.decode("utf-8", "replace").strip()[:200]
     else:
         code, message = domain.wire_code or domain.code, domain.message
@@ -173,13 +177,17 @@ def stream_error(err: Mapping[str, Any]) -> ClientError:
 # --- results -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Item:
-    """A value read. `seq` is the answering replica's applied seq (`X-KV-Seq`)."""
+    """A value read. `seq` is the answering replica's applied seq (`X-KV-Seq`); a follower also
+    says the manager's seq as it last heard it and how stale it may be (`X-KV-Manager-Seq`,
+    `X-KV-Lag-Seconds`), None from the manager."""
 
     key: str
     value: bytes
     version: int
     seq: int
     served_by: str
+    manager_seq: int | None = None
+    lag_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +321,7 @@ class Status(TypedDict):
     digest: str
     oldest_seq: NotRequired[int]  # the oldest change still in the log (watch --since floor)
     uptime_seconds: NotRequired[float]
+    version: NotRequired[str]  # the kvstore version the pod runs
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -381,6 +390,8 @@ class KVClient:
                 method, url, data=payload, headers=headers, timeout=deadline
             ) as resp:
                 body = await resp.read()
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectionFailed(f"cannot reach {self.url}: {_reason(exc)}", sent=False) from exc
         except aiohttp.ClientError as exc:
             raise ConnectionFailed(f"cannot reach {self.url}: {_reason(exc)}") from exc
         except TimeoutError as exc:
@@ -409,7 +420,15 @@ class KVClient:
         query: Query = {"min_seq": min_seq, "timeout": timeout, "consistency": consistency}
         resp, body = await self._request("GET", self._url(self._key_path(key), query), wait=timeout)
         h = resp.headers
-        return Item(key, body, _etag(h), int(h.get("X-KV-Seq", 0)), h.get("X-KV-Served-By", ""))
+        return Item(
+            key,
+            body,
+            _etag(h),
+            int(h.get("X-KV-Seq", 0)),
+            h.get("X-KV-Served-By", ""),
+            _number(h.get("X-KV-Manager-Seq"), int),
+            _number(h.get("X-KV-Lag-Seconds"), float),
+        )
 
     async def put(
         self,
@@ -515,6 +534,14 @@ def _conditions(if_match: int | None, if_none_match: bool) -> dict[str, str]:
 def _etag(headers: Mapping[str, str]) -> int:
     raw = headers.get("ETag", "").strip().removeprefix("W/").strip('"')
     return int(raw) if raw.isdigit() else 0
+
+
+def _number(raw: str | None, kind: type[int] | type[float]) -> Any:
+    """A numeric header, or None when it is absent or not a number."""
+    try:
+        return None if raw is None else kind(raw)
+    except ValueError:
+        return None
 
 
 def _list_item(obj: Mapping[str, Any]) -> ListItem:

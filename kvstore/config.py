@@ -346,11 +346,24 @@ def load(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, with the help generated from the table."""
+    """One flag per setting, with the help generated from the table. A boolean works bare
+    (`--access-log` is `--access-log=true`) and still takes a value (`--access-log=false`);
+    left out, the environment variable decides."""
     for s in SETTINGS:
         text = f"{s.help} [env {s.env}; default: {s.shown_default()}]"
         if s.choices:
             text += f" (one of: {', '.join(s.choices)})"
+        if s.kind is bool:
+            parser.add_argument(
+                s.flag,
+                dest=s.field,
+                nargs="?",
+                const="true",
+                metavar="true|false",
+                default=None,
+                help=(text + "; bare: true").replace("%", "%%"),
+            )
+            continue
         parser.add_argument(
             s.flag,
             dest=s.field,

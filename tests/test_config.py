@@ -87,3 +87,21 @@ def test_global_url_before_the_command(capfdbinary: pytest.CaptureFixture[bytes]
     code = cli.main(["--url", "http://127.0.0.1:1", "get", "a"])
     err = capfdbinary.readouterr().err.decode()
     assert code == exits.EXIT_FAILED and "http://127.0.0.1:1" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--access-log"], {}, True),  # bare
+        (["--access-log=false"], {"KV_ACCESS_LOG": "true"}, False),
+        (["--access-log", "no"], {}, False),
+        ([], {"KV_ACCESS_LOG": "1"}, True),  # left out: the environment decides
+        ([], {}, False),
+    ],
+)
+def test_a_boolean_flag_works_bare_and_takes_a_value(
+    argv: list[str], env: dict[str, str], expected: bool
+) -> None:
+    args = cli.build_parser(["serve"]).parse_args(["serve", *argv])
+    settings = config.load(env={"KV_POD_NAME": "kv-0", **env}, flags=config.flags_from(args))
+    assert settings.access_log is expected

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
-from kvstore.cli.connection import add_connection_arguments, resolve_url
+from kvstore.cli.connection import add_connection_arguments, connection_of
 from kvstore.cli.exits import Sub
 from kvstore.errors import InvalidRequest
 from kvstore.store.backup import describe
@@ -46,8 +45,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    url = resolve_url(getattr(args, "url", None))
-    token = getattr(args, "token", None) or os.environ.get("KV_AUTH_TOKEN") or None
+    url, token = (conn := connection_of(args)).url, conn.token
     out = Path(args.out)
     started = time.monotonic()
     try:
@@ -65,13 +63,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = """\
+examples:
+  kvstore backup --out kv.db                          # from the manager
+  kvstore backup --url http://127.0.0.3:8080 --out kv-1.db
+  KV_RESTORE_FROM=kv.db kvstore serve --pod-name kv-0 --data-dir ./fresh
+"""
+
+
 def register(sub: Sub) -> None:
     p = sub.add_parser(
         "backup",
         help="write a consistent SQLite copy of a pod's store",
         description="Download a consistent SQLite copy of any pod's store. Start "
         "a pod from it with KV_RESTORE_FROM=FILE on an empty volume.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection_arguments(p)
-    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument(
+        "--out", required=True, help="the file to write (FILE.partial until it is complete)"
+    )
     p.set_defaults(func=_run)

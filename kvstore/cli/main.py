@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 
 from kvstore import __version__
-from kvstore.cli.connection import add_connection_arguments
+from kvstore.cli.connection import add_connection_arguments, add_retry_arguments
+from kvstore.cli.exits import EXIT_USAGE
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -32,7 +33,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("kvstore.bench.command", "measure throughput, latency, lag and catch-up"),
     "local": ("kvstore.local.cli", "run a StatefulSet of kvstore pods on this machine"),
     "chaos": ("kvstore.local.chaos", "delete pods under load, then check consistency"),
+    "completion": ("kvstore.cli.completion", "print a shell completion script (bash, zsh, fish)"),
 }
+
+# The global flags (dest names) each command takes; a command not listed takes --url and
+# --token. Given to a command that does not take it, a flag is refused, never ignored.
+URL_TOKEN = frozenset({"url", "token"})
+CLIENT_FLAGS = URL_TOKEN | {"retry", "retry_wait"}
+TAKES: dict[str, frozenset[str]] = {
+    "serve": frozenset(),  # its token is --auth-token (KV_AUTH_TOKEN)
+    "completion": frozenset(),
+    "local": frozenset({"token"}),  # the pods are the ones in --dir
+    "chaos": frozenset({"token"}),  # the pods come from --target
+    **dict.fromkeys(("get", "put", "delete", "list", "txn", "status"), CLIENT_FLAGS),
+}
+GLOBAL_FLAGS = {"url": "--url", "token": "--token", "retry": "--retry", "retry_wait": "--wait"}
+EPILOG = """\
+examples:
+  kvstore local up --detach          start three pods on this machine (kv-0 is the manager)
+  kvstore put greeting hello         write through the manager
+  kvstore get greeting -v            read it; -v says which pod answered and how stale it is
+  kvstore --url http://127.0.0.3:8080 get greeting --json
+  kvstore local status --watch       the pods, their seqs and lag, live
+
+--url, --token, --retry and --wait may stand before or after the command's name.
+`kvstore COMMAND --help` explains each command, with examples.
+"""
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
@@ -44,10 +70,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser, with the full options of the command named in `argv` (all of them when none
     is) and a one-line entry for each of the others."""
     parser = argparse.ArgumentParser(
-        prog="kvstore", description="A replicated key-value store made to run as a StatefulSet."
+        prog="kvstore",
+        description="A replicated key-value store made to run as a StatefulSet.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kvstore {__version__}")
     add_connection_arguments(parser)  # `kvstore --url URL put a 1` as well as `put a 1 --url URL`
+    add_retry_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = _command_of(argv)
     modules = (
@@ -61,9 +91,27 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def flags_refused(args: argparse.Namespace) -> str | None:
+    """Why a global flag given on this line does not apply to its command, or None."""
+    takes = TAKES.get(args.command, URL_TOKEN)
+    for dest, flag in GLOBAL_FLAGS.items():
+        if hasattr(args, dest) and dest not in takes:
+            return f"{flag} does not apply to this command (it takes {_listed(takes)})"
+    return None
+
+
+def _listed(takes: frozenset[str]) -> str:
+    flags = [flag for dest, flag in GLOBAL_FLAGS.items() if dest in takes]
+    return "none of --url, --token, --retry, --wait" if not flags else ", ".join(flags)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    refused = flags_refused(args)
+    if refused:
+        print(f"kvstore {args.command}: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     func: Handler = args.func
     try:
         return func(args)

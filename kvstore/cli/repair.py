@@ -153,7 +153,7 @@ def txn_of(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 final[change.key] = {"op": "delete", "key": change.key}
             else:
                 value = base64.b64encode(change.value).decode()
-                final[change.key] = {"op": "put", "key": change.key, "value_b64": value}
+                final[change.key] = {"op": "put", "key": change.key, "value": value}
     return list(final.values())
 
 
@@ -255,6 +255,38 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+EXAMPLES = {
+    "repair": """\
+examples:
+  kvstore repair status
+  kvstore repair export --pod kv-2 --out kv-2-extra.json && kvstore txn kv-2-extra.json
+  kvstore repair resync --pod kv-2
+  kvstore repair restore-from --pod kv-1
+""",
+    "status": """\
+examples:
+  kvstore repair status
+  kvstore repair status --json
+""",
+    "export": """\
+The file is a txn file: replay it on the manager with `kvstore txn FILE` (after reading it).
+
+examples:
+  kvstore repair export --pod kv-2 --out kv-2-extra.json
+  kvstore repair export --pod kv-2 --out kv-2-extra.json --from 120
+""",
+    "resync": """\
+examples:
+  kvstore repair resync --pod kv-2
+  kvstore repair resync --pod kv-2 --out /data/before-resync.db
+""",
+    "restore-from": """\
+examples:
+  kvstore repair restore-from --pod kv-1
+""",
+}
+
+
 def register(sub: Sub) -> None:
     p = sub.add_parser(
         "repair",
@@ -262,6 +294,8 @@ def register(sub: Sub) -> None:
         description="Show each pod's history (epoch, terms, seq, divergence), export what a "
         "diverged pod holds past the fork as a txn file, resync a pod from the manager (after "
         "a backup of its data), or tell a waiting manager which peer to restore from.",
+        epilog=EXAMPLES["repair"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     status = actions.add_parser("status", help="each pod's epoch, terms, seq and divergence")
@@ -277,6 +311,13 @@ def register(sub: Sub) -> None:
     resync.add_argument("--out", help="the backup's path on the pod (default: its data dir)")
     restore = actions.add_parser("restore-from", help="tell a waiting manager which peer to use")
     restore.add_argument("--pod", required=True, help="the peer to restore from, e.g. kv-1")
-    for action in (status, export, resync, restore):
+    for name, action in (
+        ("status", status),
+        ("export", export),
+        ("resync", resync),
+        ("restore-from", restore),
+    ):
+        action.epilog = EXAMPLES[name]
+        action.formatter_class = argparse.RawDescriptionHelpFormatter
         add_connection_arguments(action)
     p.set_defaults(func=_run)

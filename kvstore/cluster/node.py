@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kvstore import __version__
 from kvstore.cluster.discovery import Discovery
 from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.tracker import FollowerTracker
@@ -182,6 +183,7 @@ class Node:
             "pod": s.pod_name,
             "ordinal": s.ordinal,
             "role": s.role,
+            "version": __version__,
             "revision": s.revision,
             "epoch": st.epoch,
             "term": st.term,

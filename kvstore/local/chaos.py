@@ -39,6 +39,7 @@ from typing import Any, TypeAlias
 
 import aiohttp
 
+from kvstore.cli.connection import add_token_argument, token_of
 from kvstore.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from kvstore.client import ClientError, ConnectionFailed, KeyNotFound, KVClient
 from kvstore.local.targets import (
@@ -684,7 +685,7 @@ def make_target(args: argparse.Namespace) -> Target:
 
 async def _run(args: argparse.Namespace) -> int:
     target = make_target(args)
-    chaos = Chaos(target, args, args.token or os.environ.get("KV_AUTH_TOKEN") or None)
+    chaos = Chaos(target, args, token_of(args))
     try:
         result = await chaos.run()
     except TargetError as exc:
@@ -709,13 +710,31 @@ def _chaos(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
 
 
+EXAMPLES = """\
+The run exits 0 when every check holds, 1 on any violation (each one is listed).
+
+examples:
+  kvstore local up --detach && kvstore chaos --duration 30
+  kvstore chaos --duration 120 --interval 3 --writers 32 --json > chaos.json
+  kvstore --token "$KV_AUTH_TOKEN" chaos --target kubectl --namespace kv
+"""
+
+
 def register(sub: Sub) -> None:
     p = sub.add_parser(
         "chaos",
         help="delete pods under load, then a consistency verdict",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--target", choices=("local", "kubectl"), default="local")
+    p.add_argument(
+        "--target",
+        choices=("local", "kubectl"),
+        default="local",
+        help="local: the cluster of `kvstore local up` in --dir; kubectl: a StatefulSet in "
+        "Kubernetes, through kubectl (default: local)",
+    )
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load (60)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between deletions (5)")
     p.add_argument("--writers", type=int, default=16, help="concurrent writers (16)")
@@ -741,7 +760,7 @@ def register(sub: Sub) -> None:
         default=120.0,
         help="seconds to wait for the pods to be ready and to converge (120)",
     )
-    p.add_argument("--token", help="client token (default: $KV_AUTH_TOKEN)")
+    add_token_argument(p)
     p.add_argument("--dir", default=".kvstore", help="local: the cluster directory (.kvstore)")
     p.add_argument(
         "--namespace",

@@ -1,5 +1,5 @@
-"""`kvstore local up | status | delete-pod | scale | rollout | down`: a StatefulSet on one
-machine."""
+"""`kvstore local up | status | logs | delete-pod | scale | rollout | down`: a StatefulSet on
+one machine."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from kvstore.cli.connection import add_token_argument, token_of
 from kvstore.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from kvstore.local import rollout
 from kvstore.local.control import ControlClient, NoCluster, serve_control
@@ -124,7 +125,7 @@ def _policies(args: argparse.Namespace) -> Policies:
 
 
 # The options of `up` that a detached supervisor is started with again, and how.
-SPEC_OPTIONS = (
+UP_OPTIONS = (
     ("--replicas", "replicas"),
     ("--port", "port"),
     ("--grace", "grace"),
@@ -166,7 +167,7 @@ def _detach(args: argparse.Namespace, root: Path) -> int:
     pod to be ready, and return."""
     layout = Layout(root)
     argv = [sys.executable, "-m", "kvstore", "local", "up", "--dir", str(root)]
-    for flag, name in SPEC_OPTIONS:
+    for flag, name in UP_OPTIONS:
         argv += [flag, str(getattr(args, name))]
     for item in args.env:
         argv += ["--env", item]
@@ -241,28 +242,96 @@ def _with_control(
             return _fail(command, str(exc), EXIT_FAILED)
         except PodError as exc:
             return _fail(command, str(exc), EXIT_FAILED)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and keep the final flush quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
 
     return handler
 
 
 async def _status(control: ControlClient, args: argparse.Namespace) -> int:
+    if not args.watch:
+        print(await _status_text(control, args, indent=2))
+        return EXIT_OK
+    clear = sys.stdout.isatty() and not args.json
+    while True:
+        text = await _status_text(control, args, indent=None)
+        if clear:
+            stamp = time.strftime("%H:%M:%S")
+            head = f"every {args.interval:g}s: kvstore local status{' ' * 8}{stamp}"
+            print(f"\x1b[H\x1b[2J{head}\n\n{text}", flush=True)
+        else:
+            print(text + ("" if args.json else "\n"), flush=True)
+        await asyncio.sleep(args.interval)
+
+
+async def _status_text(control: ControlClient, args: argparse.Namespace, indent: int | None) -> str:
+    """One view of the set: the table and summary, or the JSON document."""
     cluster = await control.cluster()
-    token = args.token or os.environ.get("KV_AUTH_TOKEN") or None
-    statuses = await pod_statuses(cluster["pods"], token)
+    statuses = await pod_statuses(cluster["pods"], token_of(args))
+    events = await control.events() if args.events else []
     if args.json:
         for pod, status in zip(cluster["pods"], statuses, strict=True):
             pod["status"] = status
         if args.events:
-            cluster["events"] = await control.events()
-        print(json.dumps(cluster, indent=2))
+            cluster["events"] = events
+        return json.dumps(cluster, indent=indent)
+    lines = [table(cluster["pods"], statuses), *summary(cluster)]
+    return "\n".join(lines + [event_line(event) for event in events])
+
+
+# --- logs ------------------------------------------------------------------------------------
+def _logs(args: argparse.Namespace) -> int:
+    """`kvstore local logs POD [-f] [--tail N]`: the pod's log (every run of it, in order)."""
+    try:
+        return _print_log(args)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    print(table(cluster["pods"], statuses))
-    for line in summary(cluster):
-        print(line)
-    if args.events:
-        for event in await control.events():
-            print(event_line(event))
-    return EXIT_OK
+
+
+def _print_log(args: argparse.Namespace) -> int:
+    layout = Layout(Path(args.dir).resolve())
+    path = layout.log_path(args.pod)
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.log"))
+        pods = f" (pods with a log: {', '.join(known)})" if known else ""
+        return _fail("logs", f"no log for {args.pod!r} in {path.parent}{pods}", EXIT_FAILED)
+    with path.open("rb") as f:
+        _write(tail_of(f.read(), args.tail))
+        if not args.follow:
+            return EXIT_OK
+        return _follow(f, layout)
+
+
+def tail_of(data: bytes, lines: int | None) -> bytes:
+    """The last `lines` lines of `data` (all of it when None)."""
+    if lines is None:
+        return data
+    if lines <= 0:
+        return b""
+    kept = data.splitlines(keepends=True)[-lines:]
+    return b"".join(kept)
+
+
+def _write(data: bytes) -> None:
+    if data:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
+def _follow(f: Any, layout: Layout) -> int:
+    """Print what is appended to the log until interrupted, or until the cluster is down and
+    nothing more comes."""
+    while True:
+        chunk = f.read()
+        if chunk:
+            _write(chunk)
+            continue
+        if read_cluster_file(layout.root) is None:
+            return EXIT_OK
+        time.sleep(POLL)
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -311,18 +380,110 @@ async def _down(control: ControlClient, args: argparse.Namespace) -> int:
 
 
 # --- registration ----------------------------------------------------------------------------
+LOCAL_EXAMPLES = """\
+Each pod is a real `kvstore serve` process on its own loopback address (127.0.0.2, ...), with
+its own data directory under --dir, found by the others through a DNS server of the set.
+
+examples:
+  kvstore local up --detach
+  kvstore local status --watch
+  kvstore local logs kv-1 -f
+  kvstore local delete-pod kv-0 --force
+  kvstore local down
+"""
+UP_EXAMPLES = """\
+examples:
+  kvstore local up                       # in the foreground; Ctrl-C stops every pod
+  kvstore local up --detach --replicas 5
+  kvstore local up --detach --env KV_AUTH_TOKEN=secret --env kv-2:KV_LOG_LEVEL=debug
+  kvstore local up --detach --pod-management-policy Parallel --update-strategy OnDelete
+"""
+STATUS_EXAMPLES = """\
+examples:
+  kvstore local status
+  kvstore local status --watch --interval 0.5
+  kvstore local status --json --events
+  kvstore --token secret local status    # a cluster started with KV_AUTH_TOKEN
+"""
+LOGS_EXAMPLES = """\
+Every run of the pod, in order: a line marks each start.
+
+examples:
+  kvstore local logs kv-0
+  kvstore local logs kv-1 -f
+  kvstore local logs kv-2 --tail 20 -f
+"""
+DELETE_POD_EXAMPLES = """\
+As in Kubernetes, the set re-creates a deleted pod, under the same name, on the same data
+directory, at a new address.
+
+examples:
+  kvstore local delete-pod kv-1
+  kvstore local delete-pod kv-0 --force  # SIGKILL the manager
+"""
+SCALE_EXAMPLES = """\
+examples:
+  kvstore local scale 5
+  kvstore local scale 2 --no-wait
+"""
+ROLLOUT_EXAMPLES = """\
+examples:
+  kvstore local rollout --set KV_LOG_LEVEL=debug
+  kvstore local rollout --restart
+  kvstore local rollout --set KV_DURABILITY=normal --partition 2
+"""
+DOWN_EXAMPLES = """\
+examples:
+  kvstore local down
+"""
+
+
+def _add(
+    commands: Sub, name: str, common: argparse.ArgumentParser, help_text: str, epilog: str
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        parents=[common],
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+_positive.__name__ = "seconds"
+
+
 def register(sub: Sub) -> None:
-    local = sub.add_parser("local", help="a StatefulSet on one machine (up, status, ...)")
+    local = sub.add_parser(
+        "local",
+        help="a StatefulSet on one machine (up, status, ...)",
+        description="Run a StatefulSet of kvstore pods on this machine.",
+        epilog=LOCAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = local.add_subparsers(dest="local_command", metavar="COMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", default=DEFAULT_DIR, help=f"cluster directory ({DEFAULT_DIR})")
 
-    p = commands.add_parser("up", parents=[common], help="start the pods and keep them running")
+    p = _add(commands, "up", common, "start the pods and keep them running", UP_EXAMPLES)
     p.add_argument("--replicas", type=int, default=3, help="number of pods (3)")
     p.add_argument("--port", type=int, default=8080, help="the port every pod listens on (8080)")
     p.add_argument("--detach", action="store_true", help="run in the background once ready")
     p.add_argument("--grace", type=float, default=15.0, help="termination grace period (15 s)")
-    p.add_argument("--timeout", type=float, default=120.0, help="--detach: wait this long")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="--detach: seconds to wait for every pod to be ready (120)",
+    )
     p.add_argument(
         "--env",
         action="append",
@@ -333,32 +494,48 @@ def register(sub: Sub) -> None:
     _spec_arguments(p)
     p.set_defaults(func=_up)
 
-    p = commands.add_parser("status", parents=[common], help="the pods, their roles and seqs")
+    p = _add(commands, "status", common, "the pods, their roles, seqs and lag", STATUS_EXAMPLES)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--events", action="store_true", help="also list the pod events")
     p.add_argument(
-        "--token", help="client token, to read each pod's status (default: $KV_AUTH_TOKEN)"
+        "-w", "--watch", action="store_true", help="print the status again every --interval"
     )
+    p.add_argument(
+        "--interval", type=_positive, default=1.0, metavar="S", help="--watch: seconds (1)"
+    )
+    add_token_argument(p)
     p.set_defaults(func=_with_control("status", _status))
 
-    p = commands.add_parser("delete-pod", parents=[common], help="delete a pod; it comes back")
+    p = _add(commands, "logs", common, "print a pod's log", LOGS_EXAMPLES)
+    p.add_argument("pod", help="pod name, e.g. kv-1")
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing what the pod logs, live"
+    )
+    p.add_argument("--tail", type=int, metavar="N", help="start with the last N lines only")
+    p.set_defaults(func=_logs)
+
+    p = _add(commands, "delete-pod", common, "delete a pod; it comes back", DELETE_POD_EXAMPLES)
     p.add_argument("name", help="pod name, e.g. kv-1")
     p.add_argument("--force", action="store_true", help="SIGKILL instead of a graceful stop")
     p.set_defaults(func=_with_control("delete-pod", _delete_pod))
 
-    p = commands.add_parser("scale", parents=[common], help="change the number of pods")
-    p.add_argument("replicas", type=int)
+    p = _add(commands, "scale", common, "change the number of pods", SCALE_EXAMPLES)
+    p.add_argument("replicas", type=int, help="the number of pods wanted")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return at once")
     p.add_argument("--timeout", type=float, default=120.0, help="wait at most this long (120 s)")
     p.set_defaults(func=_with_control("scale", _scale))
 
-    p = commands.add_parser(
-        "rollout", parents=[common], help="change the pod template; roll it out (or a partition)"
+    p = _add(
+        commands,
+        "rollout",
+        common,
+        "change the pod template; roll it out (or a partition)",
+        ROLLOUT_EXAMPLES,
     )
     rollout.add_arguments(p)
     p.set_defaults(func=_with_control("rollout", rollout.rollout))
 
-    p = commands.add_parser("down", parents=[common], help="stop every pod (whenDeleted)")
+    p = _add(commands, "down", common, "stop every pod (whenDeleted)", DOWN_EXAMPLES)
     p.add_argument("--timeout", type=float, default=120.0, help="wait at most this long (120 s)")
     p.set_defaults(func=_with_control("down", _down))
 

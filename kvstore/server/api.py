@@ -1,4 +1,4 @@
-"""The client HTTP API (SPEC §2). Handlers parse and validate, then call the store; errors are
+"""The client HTTP API (docs/API.md). Handlers parse and validate, then call the store; errors are
 domain exceptions that httputil's middleware turns into JSON."""
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from kvstore.wire import LINE_BYTES
 log = logging.getLogger("kvstore.api")
 DEFAULT_WAIT = 5.0
 WATCH_HEARTBEAT = 2.0
-TXN_FIELDS = {"op", "key", "value", "if_version"}
+TXN_FIELDS = {"op", "key", "value", "value_text", "if_version"}
 # An op is an object of at most len(TXN_FIELDS) members, and a comma after it; the document
 # around the ops adds a few values more.
-TXN_VALUES_PER_OP = 2 * len(TXN_FIELDS) + 2
+TXN_VALUES_PER_OP = 2 * (len(TXN_FIELDS) - 1) + 2  # value and value_text: one or the other
 
 
 def _node(request: web.Request) -> Node:
@@ -199,19 +199,45 @@ def _parse_op(index: int, raw: Any, node: Node) -> Op:
         raise InvalidRequest(f"{where}.if_version: expected a whole number >= 0")
     value = b""
     if kind == PUT:
-        value = _decode_value(where, raw.get("value"), node.settings.max_value_bytes)
-    elif "value" in raw:
+        value = _op_value(where, raw, node.settings.max_value_bytes)
+    elif "value" in raw or "value_text" in raw:
         raise InvalidRequest(f"{where}: a delete takes no value")
     return Op(kind, key, value, if_version=if_version)
 
 
+def _op_value(where: str, raw: dict[str, Any], limit: int) -> bytes:
+    """A put's value: `value` (base64) or `value_text` (UTF-8 text), exactly one of them."""
+    if "value" in raw and "value_text" in raw:
+        raise InvalidRequest(f"{where}: give value (base64) or value_text (UTF-8 text), not both")
+    if "value_text" in raw:
+        text = raw["value_text"]
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{where}.value_text: expected a string")
+        try:
+            return _within(where, text.encode("utf-8"), limit)
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{where}.value_text: not valid Unicode text (a lone surrogate); send the bytes "
+                "as value (base64)"
+            ) from None
+    if "value" not in raw:
+        raise InvalidRequest(f"{where}: a put needs value (base64) or value_text (UTF-8 text)")
+    return _decode_value(where, raw["value"], limit)
+
+
 def _decode_value(where: str, raw: Any, limit: int) -> bytes:
     if not isinstance(raw, str):
-        raise InvalidRequest(f"{where}.value: expected the value as a base64 string")
+        raise InvalidRequest(
+            f"{where}.value: expected the value as a base64 string (value_text takes text)"
+        )
     try:
         value = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest(f"{where}.value: not valid base64") from None
+        raise InvalidRequest(f"{where}.value: not valid base64 (value_text takes text)") from None
+    return _within(where, value, limit)
+
+
+def _within(where: str, value: bytes, limit: int) -> bytes:
     if len(value) > limit:
         raise TooLarge(
             f"{where}.value is {len(value)} bytes, over the limit of {limit}",

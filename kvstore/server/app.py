@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from kvstore import __version__
 from kvstore.cluster.discovery import Discovery
 from kvstore.cluster.follower import Follower
 from kvstore.cluster.node import Node
@@ -123,6 +124,11 @@ async def _on_shutdown(app: web.Application) -> None:
         task.cancel()
 
 
+async def _version_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer says which kvstore version gave it (`X-KV-Version`)."""
+    response.headers["X-KV-Version"] = __version__
+
+
 def create_app(settings: Settings) -> web.Application:
     counters = metrics.Metrics()
     app = web.Application(
@@ -140,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STREAMS] = streams
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _role_ctx])
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(_version_header)
     api.add_routes(app)
     health.add_routes(app)
     replication.add_routes(app)

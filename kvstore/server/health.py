@@ -1,4 +1,4 @@
-"""/livez, /readyz, /v1/status and /v1/digest (SPEC §4)."""
+"""/livez, /readyz, /v1/status and /v1/digest (docs/API.md)."""
 
 from __future__ import annotations
 

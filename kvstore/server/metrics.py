@@ -3,7 +3,8 @@
 Counters and histograms on the hot paths are updated as things happen (an increment, or one
 pass over a committed batch); everything that is a level (seqs, lag, sizes, followers) or a count
 the node keeps anyway (reconnects) is read from the node when Prometheus scrapes, so it costs
-nothing between scrapes. The README's table of metrics is checked against what a manager and a
+nothing between scrapes. The client library's process, platform and GC collectors are on the
+same registry. The README's table of metrics is checked against what a manager and a
 follower expose (tests/test_metrics.py).
 """
 
@@ -19,7 +20,10 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -51,6 +55,11 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The client library's standard families, as every dashboard expects them: process_*
+        # (RSS, CPU, open files, start time) and python_* (GC, interpreter version).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.requests = Counter(
             "kvstore_http_requests_total",
             "HTTP requests by route, method and status code",

@@ -8,34 +8,46 @@
   answer is listed with `"reachable": false` and why. The answer carries
   `Access-Control-Allow-Origin: *`, so that a page whose own pod went away can keep asking the
   others (it is read-only, and needs the client token like `/v1/status` when one is set).
+- `GET /v1/cluster/kv/{key}`: one key as every pod holds it, side by side: each pod DNS lists
+  is asked for the key at once (this pod reads its own store), and answers with the value's
+  size, digest and first bytes, its version, the pod's applied seq and, on a follower, the
+  manager's seq and the lag, or why it could not. Same token and CORS as `/v1/cluster`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from kvstore.cluster.discovery import Peer
 from kvstore.cluster.node import Node
 from kvstore.errors import KVError
+from kvstore.model import validate_key
 from kvstore.server import httputil as h
 from kvstore.server import routes
 from kvstore.server.keys import NODE
 from kvstore.server.routes import CLIENT_CORS, CORS, OPEN
 
 PEER_TIMEOUT = 1.5  # seconds for one peer's /v1/status: the page asks every second
+PREVIEW_BYTES = 256  # of a value, in the key view: the page shows the start and the digest
+KEY_VIEW_PREFIX = "/v1/cluster/kv/"
 ASSETS = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "chart.js": "text/javascript",
     "revisions.js": "text/javascript",
     "timeline.js": "text/javascript",
+    "keyview.js": "text/javascript",
     "style.css": "text/css",
     "favicon.svg": "image/svg+xml",
 }
@@ -151,8 +163,99 @@ async def cluster_preflight(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=CORS)
 
 
+# --- one key on every pod ---------------------------------------------------------------------
+def _held(value: bytes, version: int) -> dict[str, Any]:
+    return {
+        "found": True,
+        "version": version,
+        "size": len(value),
+        "digest": hashlib.sha256(value).hexdigest()[:16],
+        "preview": base64.b64encode(value[:PREVIEW_BYTES]).decode("ascii"),
+    }
+
+
+def _own_key(node: Node, key: str) -> dict[str, Any]:
+    """This pod's copy, from its own store: no request."""
+    item = node.store.get(key) if node.has_data else None
+    out: dict[str, Any] = {"reachable": True, "seq": node.store.state.seq}
+    if not node.has_data:
+        out |= {"found": False, "error": "no data yet"}
+    else:
+        out |= {"found": False} if item is None else _held(item.value, item.version)
+    if not node.is_manager:
+        out |= {"manager_seq": node.link.manager_seq, "lag_seconds": node.lag()["seconds"]}
+    return out
+
+
+def _number(raw: str | None, kind: type[int] | type[float]) -> Any:
+    try:
+        return None if raw is None else kind(raw)
+    except ValueError:
+        return None
+
+
+async def _peer_key(node: Node, peer: Peer, key: str) -> dict[str, Any]:
+    """A peer's copy: its GET /v1/kv/{key}, or why it could not be had."""
+    url = URL(f"{peer.url}/v1/kv/{quote(key, safe='')}", encoded=True)
+    token = node.settings.auth_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    wait = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
+    try:
+        async with node.peers.session.get(url, headers=headers, timeout=wait) as resp:
+            body = await resp.read()
+            h_ = resp.headers
+    except TimeoutError:
+        return _unreachable(f"no answer within {PEER_TIMEOUT:g}s")
+    except (aiohttp.ClientError, OSError) as exc:
+        return _unreachable(_reason(exc))
+    out: dict[str, Any] = {"reachable": True, "seq": _number(h_.get("X-KV-Seq"), int)}
+    for name, field, kind in (
+        ("X-KV-Manager-Seq", "manager_seq", int),
+        ("X-KV-Lag-Seconds", "lag_seconds", float),
+    ):
+        number = _number(h_.get(name), kind)
+        if number is not None:
+            out[field] = number
+    if resp.status == 200:
+        version = _number(h_.get("ETag", "").strip('"'), int)
+        return out | _held(body, version or 0)
+    if resp.status == 404:
+        return out | {"found": False}
+    try:
+        message = str((await resp.json())["error"]["message"])
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        message = f"HTTP {resp.status}"
+    return out | {"found": False, "error": f"{message} ({resp.status})"}
+
+
+async def key_view(node: Node, key: str) -> dict[str, Any]:
+    """`key` on every pod DNS lists (and this one), asked concurrently, in ordinal order."""
+    peers = await node.discovery.peers()
+    me = node.settings.pod_name
+    others = [p for p in peers if p.name != me]
+    answers = await asyncio.gather(*(_peer_key(node, p, key) for p in others))
+    pods = [{"name": p.name, "url": p.url} | a for p, a in zip(others, answers, strict=True)]
+    url = f"http://{node.settings.host}:{node.settings.port}"
+    mine = next((p.url for p in peers if p.name == me), url)
+    pods.append({"name": me, "url": mine, "self": True} | _own_key(node, key))
+    for pod in pods:
+        pod.setdefault("self", False)
+        pod["ordinal"] = _ordinal(pod["name"])
+    pods.sort(key=_sort_key)
+    return {"key": key, "pod": me, "time": round(time.time(), 3), "pods": pods}
+
+
+async def cluster_key(request: web.Request) -> web.StreamResponse:
+    node = _node(request)
+    key = h.key_from_path(request, KEY_VIEW_PREFIX)
+    validate_key(key, node.settings.max_key_bytes)
+    return h.json_response(await key_view(node, key), headers=CORS)
+
+
 def add_routes(app: web.Application) -> None:
     routes.add(app, "GET", "/", index, OPEN)
     routes.add(app, "GET", "/web/{name}", asset, OPEN)
     routes.add(app, "GET", "/v1/cluster", cluster, CLIENT_CORS)
     routes.add(app, "OPTIONS", "/v1/cluster", cluster_preflight, OPEN)
+    routes.add(app, "GET", KEY_VIEW_PREFIX + "{key:.+}", cluster_key, CLIENT_CORS)
+    routes.add(app, "OPTIONS", KEY_VIEW_PREFIX + "{key:.+}", cluster_preflight, OPEN)

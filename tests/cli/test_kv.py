@@ -142,8 +142,8 @@ def test_parse_txn_takes_text_or_base64_values() -> None:
     text = json.dumps(
         {
             "ops": [
-                {"op": "put", "key": "a", "value": "héllo"},
-                {"op": "put", "key": "b", "value_b64": "AAE=", "if_version": 2},
+                {"op": "put", "key": "a", "value_text": "héllo"},
+                {"op": "put", "key": "b", "value": "AAE=", "if_version": 2},
                 {"op": "delete", "key": "c"},
             ]
         }
@@ -162,9 +162,9 @@ def test_parse_txn_takes_text_or_base64_values() -> None:
         ("{", "not JSON"),
         ('{"ops": []}', "non-empty list"),
         ('[{"op": "get", "key": "a"}]', "op 0"),
-        ('[{"op": "put", "key": 1, "value": "x"}]', "'key' must be a string"),
-        ('[{"op": "put", "key": "a"}]', "'value' (text) or 'value_b64'"),
-        ('[{"op": "put", "key": "a", "value_b64": "!!"}]', "not base64"),
+        ('[{"op": "put", "key": 1, "value": "eA=="}]', "'key' must be a string"),
+        ('[{"op": "put", "key": "a"}]', "'value' (base64) or 'value_text' (text)"),
+        ('[{"op": "put", "key": "a", "value": "!!"}]', "not base64"),
         ('[{"op": "delete", "key": "a", "if_version": "2"}]', "'if_version' must be an integer"),
     ],
 )
@@ -269,7 +269,9 @@ def test_bad_key_and_large_value_exit_2(
 def test_txn_from_stdin(
     capfdbinary: Capture, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ops = {"ops": [{"op": "put", "key": "tx/a", "value": "A"}, {"op": "delete", "key": "tx/z"}]}
+    ops = {
+        "ops": [{"op": "put", "key": "tx/a", "value_text": "A"}, {"op": "delete", "key": "tx/z"}]
+    }
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(ops)))
     code, out, _ = kv(capfdbinary, server, "txn", "-")
     assert code == 0 and out.startswith(b"committed 2 ops, seq ")
@@ -277,8 +279,8 @@ def test_txn_from_stdin(
     assert put_line.startswith("  put tx/a: version 1, seq ") and put_line.endswith(", created")
     assert delete_line == "  delete tx/z: absent, no change"
     assert kv(capfdbinary, server, "get", "tx/a")[1] == b"A"
-    bad = {"ops": [{"op": "put", "key": "tx/b", "value": "B"}, {"op": "put", "key": "tx/a",
-           "value": "A2", "if_version": 5}]}  # fmt: skip
+    bad = {"ops": [{"op": "put", "key": "tx/b", "value_text": "B"}, {"op": "put", "key": "tx/a",
+           "value_text": "A2", "if_version": 5}]}  # fmt: skip
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(bad)))
     assert kv(capfdbinary, server, "txn", "-")[0] == exits.EXIT_CONDITION
     assert kv(capfdbinary, server, "get", "tx/b")[0] == exits.EXIT_NOT_FOUND

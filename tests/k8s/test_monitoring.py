@@ -21,6 +21,8 @@ ALERTS = {
     "KvstoreManagerDown",
     "KvstoreReplicationDiverged",
     "KvstoreEpochMismatch",
+    "KvstoreVolumeFillingUp",
+    "KvstoreVolumeAlmostFull",
 }
 METRIC = re.compile(r"\bkvstore_[a-z_]+")
 CRDS = ("ServiceMonitor", "PrometheusRule")

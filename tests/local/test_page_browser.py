@@ -8,6 +8,7 @@ Skipped only when Chromium is not installed; `.ci/run` installs it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,24 @@ def page(tmp_path: Path, cluster: LocalCluster) -> Iterator[Page]:
 
 def row(page: Page, pod: str) -> Any:
     return page.locator(f'#pods tbody tr[data-pod="{pod}"]')
+
+
+def key_row(page: Page, pod: str) -> Any:
+    return page.locator(f'#key-pods tbody tr[data-pod="{pod}"]')
+
+
+def key_on_every_pod(page: Page, version: str) -> None:
+    """The key view lists the three pods, each holding `version`, none behind; the followers
+    with their lag, every pod with its applied seq."""
+    expect(page.locator("#key-view")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#key-pods tbody tr")).to_have_count(3, timeout=WAIT_MS)
+    for name in ("kv-0", "kv-1", "kv-2"):
+        found = key_row(page, name)
+        expect(found).to_have_attribute("data-version", version, timeout=WAIT_MS)
+        expect(found).to_have_attribute("data-behind", "false", timeout=WAIT_MS)
+        expect(found).to_have_attribute("data-seq", re.compile(r"^\d+$"))
+    for name in ("kv-1", "kv-2"):
+        expect(key_row(page, name)).to_have_attribute("data-lag", re.compile(r"^\d"))
 
 
 def check(page: Page, cluster: LocalCluster, tmp_path: Path, what: str, step: Any) -> None:
@@ -147,6 +166,35 @@ def test_the_page_follows_the_set(page: Page, cluster: LocalCluster, tmp_path: P
         "get", "from-the-page", "--url", pods["kv-1"]["url"], "--min-seq", seq, "--timeout", "10"
     )
     assert read.stdout == "hello from chromium"
+
+    # The put showed its key on every pod, side by side: the same value and version on each.
+    check(page, cluster, tmp_path, "the key on every pod", lambda: key_on_every_pod(page, "1"))
+    assert key_row(page, "kv-1").get_attribute("data-value") == "hello from chromium"
+
+    # Live: a write from elsewhere reaches every pod's row without a click.
+    cluster.kvstore("put", "from-the-page", "second value")
+    check(page, cluster, tmp_path, "version 2 on every pod", lambda: key_on_every_pod(page, "2"))
+    assert key_row(page, "kv-2").get_attribute("data-value") == "second value"
+
+    # Any key of the list, clicked, is shown the same way.
+    cluster.kvstore("put", "clicked/key", "clicked value")
+    listed = page.locator('#keys button[data-key="clicked/key"]')
+
+    def in_the_list() -> None:
+        expect(listed).to_be_visible(timeout=WAIT_MS)
+
+    check(page, cluster, tmp_path, "the new key in the list", in_the_list)
+    listed.click()
+    expect(page.locator("#key-name")).to_have_text("clicked/key")
+
+    def clicked_on_every_pod() -> None:
+        key_on_every_pod(page, "1")
+        for name in ("kv-0", "kv-1", "kv-2"):
+            expect(key_row(page, name)).to_have_attribute("data-value", "clicked value")
+
+    check(page, cluster, tmp_path, "the clicked key on every pod", clicked_on_every_pod)
+    page.click("#key-close")
+    expect(page.locator("#key-view")).to_be_hidden()
 
     # kv-1 deleted: the page shows it gone, then back (on a new address, as a rescheduled pod).
     old_address = row(page, "kv-1").get_attribute("data-address")

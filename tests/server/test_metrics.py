@@ -13,6 +13,8 @@ import asyncio
 import base64
 import contextlib
 import json
+import platform
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- metrics:begin -->\n", "<!-- metrics:end -->"
 DEADLINE = 30.0
 Families = dict[str, Metric]
+STANDARD = ("process_", "python_")  # prometheus-client's process, platform and GC collectors
 
 
 @dataclass
@@ -232,6 +235,24 @@ async def test_follower_counts_forwarded_writes_snapshots_and_lag(
         assert family in f and family not in m
 
 
+async def test_the_client_librarys_standard_collectors(
+    scraped: tuple[Families, Families, dict[str, Any]],
+) -> None:
+    """process_* (RSS, CPU, open files) and python_* (GC, version), on each pod's own registry."""
+    for families in scraped[:2]:
+        assert value(families, "process_resident_memory_bytes") > 0
+        assert value(families, "process_virtual_memory_bytes") > 0
+        assert value(families, "process_open_fds") > 0
+        assert value(families, "process_max_fds") > 0
+        assert value(families, "process_cpu_seconds_total") > 0
+        assert value(families, "process_start_time_seconds") > 0
+        assert value(families, "python_gc_collections_total", generation="0") >= 0
+        assert value(families, "python_gc_objects_collected_total", generation="2") >= 0
+        info = families["python_info"].samples[0].labels
+        assert info["implementation"] == platform.python_implementation()
+        assert info["major"] == str(sys.version_info.major)
+
+
 def shown_name(family: Metric) -> str:
     return family.name + "_total" if family.type == "counter" else family.name
 
@@ -268,7 +289,7 @@ def test_readme_metrics_table_is_what_the_pods_expose(
         f"the README table should be (python -m tests.test_metrics):\n{expected}"
     )
     names = [shown_name(family) for family in (*m.values(), *f.values())]
-    assert all(n.startswith("kvstore_") for n in names)
+    assert all(n.startswith(("kvstore_", *STANDARD)) for n in names)
     for family in (*m.values(), *f.values()):
         name = shown_name(family)
         if family.type == "counter":

@@ -7,6 +7,7 @@ The page itself, in a browser, is tests/test_page_browser.py.
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from kvstore.server.page import ASSETS
 from tests.harness import Cluster
-from tests.server.test_metrics import running_pair
+from tests.server.test_metrics import eventually, running_pair
 
 # What a page may name: its own files; nothing from another origin.
 REFERENCE = re.compile(r"""(?:src|href)=["']([^"']+)["']""")
@@ -124,3 +125,34 @@ async def test_cluster_shows_pods_going_and_coming_back(tmp_path: Path) -> None:
             ("kv-2", True, True),
         ]
         assert doc["pods"][1]["self"] is True and doc["pods"][1]["url"] == cluster.url(1)
+
+
+async def test_one_key_on_every_pod(tmp_path: Path) -> None:
+    async with running_pair(tmp_path) as pair:
+        put = await pair.request("PUT", f"{pair.manager}/v1/kv/a%2Fkey", 201, data=b"v" * 300)
+        put = await pair.request("PUT", f"{pair.manager}/v1/kv/a%2Fkey", 200, data=b"hello")
+
+        async def applied() -> bool:
+            return bool((await pair.status(pair.follower))["applied_seq"] >= put["seq"])
+
+        await eventually(applied, "kv-1 to apply the put")
+        for base, me in ((pair.manager, "kv-0"), (pair.follower, "kv-1")):
+            async with pair.session.get(f"{base}/v1/cluster/kv/a%2Fkey") as resp:
+                assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
+                doc: dict[str, Any] = await resp.json()
+            assert doc["key"] == "a/key" and doc["pod"] == me
+            pods = {p["name"]: p for p in doc["pods"]}
+            assert list(pods) == ["kv-0", "kv-1"] and pods[me]["self"] is True
+            for pod in pods.values():
+                assert pod["reachable"] and pod["found"], pod
+                assert pod["version"] == 2 and pod["size"] == 5 and pod["seq"] >= put["seq"]
+                assert base64.b64decode(pod["preview"]) == b"hello"
+            assert pods["kv-0"]["digest"] == pods["kv-1"]["digest"]
+            assert "lag_seconds" not in pods["kv-0"]
+            if me == "kv-1":  # its own copy: the lag it knows
+                assert pods["kv-1"]["lag_seconds"] == 0 and pods["kv-1"]["manager_seq"] >= 2
+        async with pair.session.get(f"{pair.follower}/v1/cluster/kv/missing") as resp:
+            doc = await resp.json()
+        assert [(p["name"], p["found"]) for p in doc["pods"]] == [("kv-0", False), ("kv-1", False)]
+        async with pair.session.get(f"{pair.follower}/v1/cluster/kv/bad%01key") as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_key"

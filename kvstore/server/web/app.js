@@ -449,6 +449,7 @@ async function kvCall(action) {
       showResult(true, `put ${key}: version ${doc.version}, seq ${doc.seq}, ${how} by ${by}`, {
         servedBy: by, seq: String(doc.seq),
       });
+      selectKey(key); // watch the write reach every pod
     } else if (action === "get") {
       // Read your own writes: wait until this pod has applied the last write made here.
       const wait = state.lastWriteSeq ? `?min_seq=${state.lastWriteSeq}&timeout=5` : "";
@@ -488,6 +489,8 @@ async function tick() {
     if (doc) {
       update(doc);
       renderPods();
+      refreshKeyView();
+      refreshKeyList();
     } else {
       // Nobody answers: keep the time axis moving, with a gap in every line.
       state.samples.push({ t: Date.now() / 1000, writes: null, lag: {} });
@@ -516,6 +519,7 @@ function start() {
   });
   $("token").value = state.token;
   window.addEventListener("resize", renderCharts);
+  startKeyView();
   tick();
 }
 
