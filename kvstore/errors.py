@@ -42,6 +42,11 @@ class TooLarge(KVError):
     code = "too_large"
 
 
+# --- too many at once (429) -----------------------------------------------------------------
+class TooManyWatches(KVError):
+    code = "too_many_watches"
+
+
 # --- the body is not of a type the endpoint takes (415) --------------------------------------
 class UnsupportedMediaType(KVError):
     """A POST body whose Content-Type is not the one the endpoint reads (application/json, or

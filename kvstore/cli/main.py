@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "txn": ("kvstore.cli.kv", "apply several puts and deletes all or nothing"),
     "status": ("kvstore.cli.kv", "a pod's role, seqs, lag and followers"),
     "backup": ("kvstore.cli.backup", "write a consistent SQLite copy of a pod's store"),
+    "repair": ("kvstore.cli.repair", "show and fix divergence and epoch disagreements"),
     "bench": ("kvstore.bench.command", "measure throughput, latency, lag and catch-up"),
     "local": ("kvstore.local.cli", "run a StatefulSet of kvstore pods on this machine"),
     "chaos": ("kvstore.local.chaos", "delete pods under load, then check consistency"),

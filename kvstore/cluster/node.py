@@ -7,6 +7,7 @@ through `NodeView`: may this pod serve, is it ready and why, how stale it is, it
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,7 +38,9 @@ class ManagerLink:
     lost_at: float | None = None  # monotonic time the link was lost (None while connected)
     caught_up_at: float = field(default_factory=time.monotonic)
     epoch_mismatch: str | None = None  # the manager's epoch, when it is not ours
-    diverged: str | None = None
+    diverged: str | None = None  # why the manager refused our history (409 diverged)
+    diverged_seq: int | None = None  # the first seq where our history and the manager's part
+    refused: str | None = None  # the manager answers, but not with a stream we can follow
     last_error: str | None = None
     reconnects: int = 0
     snapshots_installed: int = 0
@@ -72,6 +75,9 @@ class Node:
     tracker: FollowerTracker = field(default_factory=FollowerTracker)
     link: ManagerLink = field(default_factory=ManagerLink)
     restoring: bool = True  # the manager, until its store has an epoch
+    restore_note: str = "starting"  # the manager's restore: what it is doing or waiting for
+    restore_choice: asyncio.Queue[str] = field(default_factory=asyncio.Queue)  # restore-from
+    restore_blocked: bool = False  # peers disagree on the epoch: waiting for restore-from
     shutting_down: bool = False
     started_at: float = field(default_factory=time.time)
     _members: frozenset[str] = frozenset()
@@ -120,10 +126,15 @@ class Node:
         return pod in await self.members() or pod in await self.members(MEMBERS_RECHECK)
 
     def lag(self) -> dict[str, Any]:
+        """How far behind the manager this replica may be: entries as last heard, and seconds
+        since it was last known caught up (0 while streaming and caught up; growing while the
+        manager cannot be reached)."""
         if self.is_manager:
             return {"entries": 0, "seconds": 0.0}
-        entries = max(0, self.link.manager_seq - self.store.state.seq)
-        seconds = 0.0 if entries == 0 else time.monotonic() - self.link.caught_up_at
+        p = self.link
+        entries = max(0, p.manager_seq - self.store.state.seq)
+        fresh = p.connected and entries == 0
+        seconds = 0.0 if fresh else time.monotonic() - p.caught_up_at
         return {"entries": entries, "seconds": round(seconds, 3)}
 
     def readiness(self) -> list[Check]:
@@ -132,8 +143,8 @@ class Node:
         if self.shutting_down:
             out.append((False, "shutdown: in progress"))
         if self.is_manager:
-            word = "running" if self.restoring else "done"
-            out.append((not self.restoring, "restore: " + word))
+            note = self.restore_note if self.restoring else "done"
+            out.append((not self.restoring, "restore: " + note))
             return out
         return out + self._follower_checks()
 
@@ -144,19 +155,26 @@ class Node:
             out.append(
                 (False, f"epoch: ours {self.store.state.epoch}, manager's {p.epoch_mismatch}")
             )
-        if p.diverged:
-            out.append((False, f"history: {p.diverged}"))
-        out.append(self._link_check())
-        lag, most = self.lag()["entries"], self.settings.ready_max_lag
-        out.append((lag <= most, f"lag: {lag} entries (max {most})"))
+        if p.diverged is not None:
+            at = "?" if p.diverged_seq is None else str(p.diverged_seq)
+            out.append((False, f"replication: diverged at seq {at} (see kvstore repair status)"))
+        elif p.refused is not None:
+            out.append((False, f"replication: the manager refuses our stream: {p.refused}"))
+        else:
+            out.append(self._link_check())
+        if p.connected:
+            lag, most = self.lag()["entries"], self.settings.ready_max_lag
+            out.append((lag <= most, f"lag: {lag} entries (max {most})"))
         return out
 
     def _link_check(self) -> Check:
+        """A follower that cannot reach its manager stays ready: it serves stale reads, and its
+        lag headers say how stale, so that the read Service keeps endpoints."""
         p = self.link
         if p.connected:
             return True, "replication: connected"
         lost = time.monotonic() - (p.lost_at if p.lost_at is not None else p.started)
-        return lost < NEVER_CONNECTED_GRACE, f"replication: no manager for {lost:.0f}s"
+        return True, f"replication: no manager for {lost:.0f}s (serving reads, maybe stale)"
 
     @property
     def ready(self) -> bool:
@@ -170,6 +188,9 @@ class Node:
             "role": s.role,
             "revision": s.revision,
             "epoch": st.epoch,
+            "term": st.term,
+            "last_term": st.last_term,
+            "terms": [list(row) for row in st.terms],
             "applied_seq": st.seq,
             "oldest_seq": st.oldest_seq,
             "keys": st.keys,
@@ -186,12 +207,18 @@ class Node:
             "manager": {"url": f"http://{s.manager_fqdn}:{s.port}", "seq": seq, "connected": True},
             "followers": self.tracker.describe(seq),
             "restoring": self.restoring,
+            "restore": {"note": self.restore_note, "blocked": self.restore_blocked},
+            "diverged": None,
+            "epoch_mismatch": None,
         }
 
     def _follower_status(self) -> dict[str, Any]:
         p = self.link
+        diverged = None if p.diverged is None else {"seq": p.diverged_seq, "message": p.diverged}
         return {
             "manager": {"url": p.manager_url, "seq": p.manager_seq, "connected": p.connected},
+            "diverged": diverged,
+            "epoch_mismatch": p.epoch_mismatch,
             "replication": {
                 "reconnects": p.reconnects,
                 "snapshots_installed": p.snapshots_installed,
@@ -199,5 +226,7 @@ class Node:
                 "last_error": p.last_error,
                 "epoch_mismatch": p.epoch_mismatch,
                 "diverged": p.diverged,
+                "diverged_seq": p.diverged_seq,
+                "refused": p.refused,
             },
         }

@@ -120,14 +120,16 @@ class PeerClient:
         store: Store,
         check: snapshot.HeaderCheck | None = None,
         progress: snapshot.InstallProgress | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> SnapshotTaken:
         """Fetch a peer's snapshot and install it into `store`, all or nothing; `check` may
-        refuse it on its header before anything is installed."""
+        refuse it on its header before anything is installed. `held`: what a store that holds
+        data has (from, epoch, term), for the peer's history check."""
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT, sock_read=SNAPSHOT_READ_TIMEOUT
         )
-        params = {"pod": self.settings.pod_name}
+        params = {"pod": self.settings.pod_name, **(held or {})}
         async with self.session.get(
             url + wire.SNAPSHOT_PATH, params=params, headers=self._replication, timeout=timeout
         ) as resp:

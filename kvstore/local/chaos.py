@@ -1,4 +1,4 @@
-"""`kvstore chaos`: delete pods under load, then a verdict on what users rely on (SPEC §5).
+"""`kvstore chaos`: delete pods under load, then a verdict on what users rely on.
 
 Writers put unique keys (and overwrite some) on the manager and record every acknowledged write
 (key, version, seq, value hash). Readers ask followers for recently acknowledged writes with
@@ -7,6 +7,17 @@ them (monotonic reads). A disruptor deletes a pod every interval, the manager in
 and forced mixed. A sampler watches every pod's applied seq. Then, with every pod ready again:
 every acknowledged write must be on every replica at its version or a later one, every replica at
 one seq with one digest, and no applied seq may have gone backwards. Exit 1 on any violation.
+
+Two more faults mix with the deletions on request. `--wipe-manager`: two of the manager's turns
+in three delete its volume with it, while a follower is held stopped (SIGSTOP) past the pods'
+KV_RESTORE_WAIT, so that the manager restores without it; writes then ask for ack=1, so that
+every acknowledged write is on a follower. `--pause`: every fourth turn freezes a pod (SIGSTOP)
+for 1 to 40 s, longer than the heartbeat and forwarding timeouts. The verdict then also checks,
+on every look at the pods, that no two ready replicas stand at one seq with two digests; a
+follower left diverged is not a violation but a repair: what it holds past the fork is read (as
+`kvstore repair export` does), each acknowledged write found there counts as recoverable, and it
+is resynced. Writes whose outcome is unknown (a broken connection, 504) are counted apart: each
+must be present or absent, never applied twice.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import aiohttp
+
 from kvstore.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from kvstore.client import ClientError, ConnectionFailed, KeyNotFound, KVClient
 from kvstore.local.targets import (
@@ -36,6 +49,7 @@ from kvstore.local.targets import (
     Target,
     TargetError,
 )
+from kvstore.wire import decode_changes
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 RECENT = 2000  # acknowledged writes the readers choose from
@@ -47,6 +61,8 @@ VIOLATION_KINDS = (
     "monotonic reads",
     "seq went backwards",
     "unreachable",
+    "two digests at one seq",
+    "applied twice",
 )
 
 
@@ -71,6 +87,9 @@ class Deletion:
     # seconds from the deletion until writes succeed again after its last failed write
     writes_ok_after: float | None = None
     error: str | None = None
+    kind: str = "delete"  # "delete", "wipe" (the volume too), or "pause"
+    held: str | None = None  # a wipe: the follower held stopped meanwhile
+    seconds: float | None = None  # a pause, or how long the follower was held
 
 
 @dataclass
@@ -85,6 +104,10 @@ class Result:
     keys: int = 0
     reads: int = 0
     reads_unavailable: int = 0
+    unknown_outcome: int = 0  # writes that may or may not have been applied
+    unknown_present: int = 0
+    recoverable: int = 0  # acknowledged writes found only on a diverged follower
+    repaired: list[str] = field(default_factory=list)  # diverged followers resynced at the end
     deletions: list[Deletion] = field(default_factory=list)
     replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
     violations: list[dict[str, str]] = field(default_factory=list)
@@ -104,6 +127,18 @@ class Chaos:
         self.pods: list[PodInfo] = []
         self.acks: dict[str, list[Ack]] = {}
         self.attempted: dict[str, set[str]] = {}
+        self.attempts: dict[str, int] = {}
+        self.unknown: dict[str, set[str]] = {}
+        self.recoverable: set[tuple[str, str]] = set()  # (key, value digest) past a fork
+        self.paused: dict[str, float] = {}  # pod -> when it goes on (chaos time)
+        self.manager_turns = 0
+        self.wipes = 0  # volume losses so far: reads across one are not compared
+        self.restoring = False  # a wiped manager is not ready again yet
+        self.wipe_due = False  # the manager's turn came for a wipe: done once the set is whole
+        self.seq_resets = 0  # a sample that spans a reset is not compared
+        self.repairing: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.http: aiohttp.ClientSession | None = None
         self.recent: list[Ack] = []
         self.highest_seq: dict[str, int] = {}
         self.timeline: list[tuple[float, bool]] = []
@@ -153,10 +188,20 @@ class Chaos:
             self.result.failed_writes += 1
             return False
         self.attempted.setdefault(key, set()).add(digest_of(value))
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        want = 1 if self.args.wipe_manager else None
         try:
-            written = await (await self.client(manager.url)).put(key, value)
-        except (ClientError, ConnectionFailed):
+            kv = await self.client(manager.url)
+            written = await kv.put(key, value, ack=want, timeout=2.0 if want else None)
+        except ConnectionFailed as exc:
             self.result.failed_writes += 1
+            if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                self.unknown.setdefault(key, set()).add(digest_of(value))  # sent, no answer
+            return False
+        except ClientError as exc:
+            self.result.failed_writes += 1
+            if exc.status == 504:  # committed without its ack, or unknown_outcome
+                self.unknown.setdefault(key, set()).add(digest_of(value))
             return False
         ack = Ack(key, written.version, written.seq, digest_of(value))
         self.acks.setdefault(key, []).append(ack)
@@ -167,7 +212,11 @@ class Chaos:
 
     async def reader(self, number: int) -> None:
         seen: dict[str, int] = {}
+        wipes = self.wipes
         while not self.stopping.is_set():
+            if wipes != self.wipes:  # a new history from the restore: start over
+                seen.clear()
+                wipes = self.wipes
             followers = [p for p in self.pods if p.ordinal != 0 and p.url and p.ready]
             if not followers or not self.recent:
                 await self.pause(0.05)
@@ -176,10 +225,15 @@ class Chaos:
 
     async def read(self, pod: PodInfo, ack: Ack, seen: dict[str, int]) -> None:
         assert pod.url is not None
+        wipes = self.wipes
         try:
             kv = await self.client(pod.url)
             item = await kv.get(ack.key, min_seq=ack.seq, timeout=READ_WAIT)
+            if wipes != self.wipes:
+                return  # the manager lost its volume meanwhile: its seqs were given again
         except KeyNotFound:
+            if wipes != self.wipes:
+                return
             self.result.reads += 1
             self.violation(
                 "read-your-writes",
@@ -214,11 +268,82 @@ class Chaos:
             if self.stopping.is_set() or self.now() >= self.args.duration:
                 return
             tick += 1
-            running = sorted(p.name for p in self.pods if p.url)
+            if self.restoring:  # no other fault while the wiped manager restores: it needs a
+                manager = self.manager()  # follower to restore from (an operator's rule too)
+                if manager is None or not manager.ready:
+                    continue
+                self.restoring = False
+            if self.wipe_due:  # waits for a whole set: a follower to hold, one to restore from
+                if self.whole():
+                    self.wipe_due = False
+                    manager = self.manager()
+                    if manager is not None:
+                        await self.wipe(manager.name, force)
+                        force = not force
+                continue
+            if self.args.pause and tick % 4 == 0:
+                await self.pause_one()
+                continue
+            paused = self.paused_now()
+            running = sorted(p.name for p in self.pods if p.url and p.name not in paused)
             queue = [q for q in queue if q in running] or random.sample(running, len(running))
             if queue:
-                await self.delete(queue.pop(0), force)
+                pod = queue.pop(0)
+                manager = self.manager()
+                if self.args.wipe_manager and manager is not None and pod == manager.name:
+                    self.manager_turns += 1
+                    if self.manager_turns % 3 != 0:  # two manager turns in three
+                        self.wipe_due = True
+                        continue
+                await self.delete(pod, force)
                 force = not force
+
+    def whole(self) -> bool:
+        paused = self.paused_now()
+        ready = [p for p in self.pods if p.url and p.ready and p.name not in paused]
+        return len(ready) == len(self.pods) >= 3 and not self.repairing
+
+    def paused_now(self) -> set[str]:
+        return {pod for pod, until in self.paused.items() if until > self.now()}
+
+    async def pause_one(self) -> None:
+        paused = self.paused_now()
+        running = [p.name for p in self.pods if p.url and p.name not in paused]
+        if not running:
+            return
+        pod, seconds = random.choice(running), round(random.uniform(1.0, 40.0), 1)
+        event = Deletion(round(self.now(), 2), pod, False, kind="pause", seconds=seconds)
+        self.result.deletions.append(event)
+        try:
+            await self.target.pause(pod, seconds)
+            self.paused[pod] = self.now() + seconds
+        except TargetError as exc:
+            event.error = str(exc)
+
+    async def wipe(self, manager: str, force: bool) -> None:
+        """Delete the manager with its volume while a follower is held stopped past the
+        restore's wait: the restore goes on without it."""
+        followers = [p.name for p in self.pods if p.ordinal != 0]
+        held, hold = random.choice(followers), self.args.restore_wait + 3.0
+        event = Deletion(round(self.now(), 2), manager, force, kind="wipe", held=held, seconds=hold)
+        self.result.deletions.append(event)
+        try:
+            await self.target.pause(held, hold)
+            self.paused[held] = self.now() + hold
+            await self.pause(0.3)
+            # From here the manager's seqs may be handed out again, on another history: reads
+            # and seqs are compared within one history only. The acknowledged writes are all
+            # checked at the end (on a follower each, since they were acked by one).
+            self.wipes += 1
+            self.recent.clear()
+            self.restoring = True
+            await self.target.delete(manager, force, wipe=True)
+        except TargetError as exc:
+            event.error = str(exc)
+        finally:  # the old process is gone: the new one starts from what it restores
+            self.highest_seq.pop(manager, None)
+            self.seq_resets += 1
+        await self.refresh()
 
     async def delete(self, pod: str, force: bool) -> None:
         deletion = Deletion(round(self.now(), 2), pod, force)
@@ -232,15 +357,38 @@ class Chaos:
     async def sampler(self) -> None:
         while not self.stopping.is_set():
             await self.refresh()
-            await asyncio.gather(*(self.sample(p) for p in self.pods if p.url))
+            live = [p for p in self.pods if p.url]
+            statuses = await asyncio.gather(*(self.sample(p) for p in live))
+            self.one_digest_per_seq([s for s in statuses if s is not None])
+            for pod, st in zip(live, statuses, strict=True):
+                if st is not None and st.get("diverged"):
+                    self.repair_soon(pod, st)
             await self.pause(self.target.poll)
+
+    def one_digest_per_seq(self, statuses: list[dict[str, Any]]) -> None:
+        """No two ready replicas at one seq with two digests (one look at every pod)."""
+        seen: dict[int, tuple[str, str]] = {}
+        for st in statuses:
+            if not st.get("ready") or st.get("digest") is None:
+                continue
+            seq, digest, pod = int(st["applied_seq"]), str(st["digest"]), str(st.get("pod"))
+            if seq in seen and seen[seq][0] != digest:
+                self.violation(
+                    "two digests at one seq",
+                    f"{seen[seq][1]} and {pod} are both ready at seq {seq} with digests "
+                    f"{seen[seq][0]} and {digest}",
+                )
+            seen[seq] = (digest, pod)
 
     async def sample(self, pod: PodInfo) -> dict[str, Any] | None:
         assert pod.url is not None
+        resets = self.seq_resets
         try:
             status: dict[str, Any] = dict(await (await self.client(pod.url)).status())
         except (ClientError, ConnectionFailed):
             return None
+        if resets != self.seq_resets:
+            return status
         seq, before = int(status.get("applied_seq", 0)), self.highest_seq.get(pod.name, 0)
         if seq < before:
             self.violation("seq went backwards", f"{pod.name}: applied seq {seq} after {before}")
@@ -273,7 +421,10 @@ class Chaos:
         finally:
             self.stopping.set()
             await asyncio.gather(*tasks)
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         self.availability()
+        await self.wait(self.ready_or_diverged, self.args.ready_timeout, "every pod to settle")
+        await self.repair()
         await self.wait(self.all_ready, self.args.ready_timeout, "every pod to be ready again")
         await self.verify()
         return self.result
@@ -281,6 +432,81 @@ class Chaos:
     async def close(self) -> None:
         for kv in self.clients.values():
             await kv.close()
+        if self.http is not None:
+            await self.http.close()
+
+    async def statuses(self) -> list[tuple[PodInfo, dict[str, Any]]]:
+        await self.refresh()
+        out = []
+        for pod in self.pods:
+            if pod.url:
+                with contextlib.suppress(ClientError, ConnectionFailed):
+                    out.append((pod, dict(await (await self.client(pod.url)).status())))
+        return out
+
+    async def ready_or_diverged(self) -> bool:
+        expected = await self.target.replicas()
+        found = await self.statuses()
+        return len(found) == expected and all(
+            st.get("ready") or st.get("diverged") for _, st in found
+        )
+
+    async def repair(self) -> None:
+        """Each diverged follower: read what it holds past the fork (as `kvstore repair export`
+        does), then resync it from the manager (as `kvstore repair resync` does)."""
+        for pod, st in await self.statuses():
+            if isinstance(st.get("diverged"), dict) and pod.name not in self.repairing:
+                await self.repair_pod(pod, st)
+
+    def repair_soon(self, pod: PodInfo, st: dict[str, Any]) -> None:
+        """During the run: an operator repairs a diverged follower as soon as it is seen."""
+        manager = self.manager()
+        if manager is None or not manager.ready:
+            return  # a resync needs the manager's snapshot
+        if pod.name in self.repairing or not isinstance(st.get("diverged"), dict):
+            return
+        self.repairing.add(pod.name)
+
+        async def work() -> None:
+            try:
+                await self.repair_pod(pod, st)
+            except (TargetError, aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                pass  # tried again at the end
+            finally:
+                self.repairing.discard(pod.name)
+
+        self.tasks.add(task := asyncio.create_task(work()))
+        task.add_done_callback(self.tasks.discard)
+
+    async def repair_pod(self, pod: PodInfo, st: dict[str, Any]) -> None:
+        if self.http is None:
+            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        diverged = st.get("diverged")
+        if isinstance(diverged, dict) and pod.url is not None:
+            fork = int(diverged.get("seq") or 1)
+            url = f"{pod.url}/v1/replication/log"
+            async with self.http.get(url, params={"from": str(fork)}, headers=headers) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise TargetError(
+                        f"{pod.name}: its log past seq {fork}: {resp.status} {body[:200]!r}"
+                    )
+            for line in body.splitlines():
+                msg = json.loads(line)
+                for change in decode_changes(msg) if msg.get("t") == "c" else []:
+                    if change.value is not None:
+                        self.recoverable.add((change.key, digest_of(change.value)))
+            async with self.http.post(
+                f"{pod.url}/v1/repair/resync", json={}, headers=headers
+            ) as resp:
+                if resp.status != 200:
+                    raise TargetError(
+                        f"{pod.name}: resync: {resp.status} {(await resp.text())[:200]}"
+                    )
+            self.result.repaired.append(f"{pod.name} (diverged at seq {fork})")
+            self.highest_seq.pop(pod.name, None)  # resynced: its seq follows the manager now
+            self.seq_resets += 1
 
     async def wait(self, check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -348,13 +574,16 @@ class Chaos:
         found: dict[str, tuple[int, str]] = {}
         async for page in (await self.client(pod.url)).list_all(self.prefix, values=True):
             found.update((i.key, (i.version, digest_of(i.value or b""))) for i in page.items)
-        lost = 0
+        lost = recoverable = 0
         for key, acks in self.acks.items():
             last = max(acks, key=lambda a: a.version)
             version, value = found.get(key, (0, ""))
             ok = (version == last.version and value == last.value) or (
                 version > last.version and value in self.attempted.get(key, set())
             )
+            if not ok and (key, last.value) in self.recoverable:
+                recoverable += 1  # on a diverged follower: `kvstore repair export` has it
+                continue
             if not ok:
                 lost += 1
                 if lost <= 10:
@@ -367,6 +596,23 @@ class Chaos:
         if lost > 10:
             self.violation("lost write", f"{pod.name}: {lost - 10} more keys lost")
         self.result.replicas.setdefault(pod.name, {})["lost"] = lost
+        if pod.ordinal == 0:
+            self.result.recoverable = recoverable
+            self.check_unknown(found)
+
+    def check_unknown(self, found: dict[str, tuple[int, str]]) -> None:
+        """Writes of unknown outcome: present or absent, never applied twice (a key's version
+        never exceeds the writes attempted on it)."""
+        self.result.unknown_outcome = len(self.unknown)
+        for key in self.unknown:
+            version = found.get(key, (0, ""))[0]
+            if version:
+                self.result.unknown_present += 1
+            if version > self.attempts.get(key, 0):
+                self.violation(
+                    "applied twice",
+                    f"{key}: version {version} after {self.attempts.get(key, 0)} writes",
+                )
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -375,16 +621,24 @@ def render(r: Result) -> str:
     by_pod: dict[str, int] = {}
     for d in r.deletions:
         by_pod[d.pod] = by_pod.get(d.pod, 0) + 1
-    forced = sum(d.force for d in r.deletions)
+    forced = sum(d.force for d in r.deletions if d.kind != "pause")
+    wipes = sum(d.kind == "wipe" for d in r.deletions)
+    pauses = sum(d.kind == "pause" for d in r.deletions)
     lines = [
         f"kvstore chaos: target {r.target}, {r.duration:g}s, {r.writers} writers, "
         f"{r.readers} readers, a deletion every {r.interval:g}s",
         f"deletions   {len(r.deletions)} ("
         + ", ".join(f"{p} x{n}" for p, n in sorted(by_pod.items()))
-        + f"; {len(r.deletions) - forced} graceful, {forced} forced)",
+        + f"; {len(r.deletions) - pauses - forced} graceful, {forced} forced; "
+        f"{wipes} with the volume, {pauses} pauses)",
         f"writes      {r.acked} acknowledged ({r.acked / max(r.duration, 1e-9):.0f}/s) on "
         f"{r.keys} keys, {r.failed_writes} failed",
         f"reads       {r.reads} checked on followers, {r.reads_unavailable} unavailable",
+        f"unknown     {r.unknown_outcome} writes of unknown outcome ({r.unknown_present} "
+        f"present, {r.unknown_outcome - r.unknown_present} absent, none applied twice unless "
+        "said below)",
+        f"repair      {r.recoverable} acknowledged writes recoverable by `kvstore repair "
+        f"export`; resynced: {', '.join(r.repaired) or 'none'}",
         *_availability(r),
         "replicas:",
         *(
@@ -409,6 +663,10 @@ def _availability(r: Result) -> list[str]:
         back = "-" if not d.failed_writes else "not in the run"
         back = back if d.writes_ok_after is None else f"{d.writes_ok_after:.2f}s"
         mode = "forced" if d.force else "graceful"
+        if d.kind == "wipe":
+            mode += f" +volume, {d.held} held {d.seconds:g}s"
+        elif d.kind == "pause":
+            mode = f"paused {d.seconds:g}s"
         note = f"  ({d.error})" if d.error else ""
         lines.append(
             f"  {i:>2}  {d.at:>6.1f}s  {d.pod:<6} {mode:<9} {d.failed_writes:>13}  {back}{note}"
@@ -463,6 +721,20 @@ def register(sub: Sub) -> None:
     p.add_argument("--writers", type=int, default=16, help="concurrent writers (16)")
     p.add_argument("--readers", type=int, default=4, help="concurrent readers (4)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--wipe-manager",
+        action="store_true",
+        help="two manager deletions in three take its volume too, with a follower held stopped",
+    )
+    p.add_argument(
+        "--pause", action="store_true", help="some turns freeze a pod (SIGSTOP) for 1-40 s"
+    )
+    p.add_argument(
+        "--restore-wait",
+        type=float,
+        default=30.0,
+        help="the pods' KV_RESTORE_WAIT: how long a follower is held stopped past (30)",
+    )
     p.add_argument(
         "--ready-timeout",
         type=float,

@@ -3,7 +3,9 @@ supervisor, its address and a random token in `<dir>/cluster.json` (readable onl
 
     GET  /v1/cluster              the supervisor's view: replicas, every pod's phase and address
     GET  /v1/events               every pod event since the supervisor started
-    POST /v1/pods/{name}/delete   {"force": bool}; answers once the process is gone
+    POST /v1/pods/{name}/delete   {"force": bool, "wipe": bool}; answers once the process is
+                                  gone (with "wipe", its data directory too)
+    POST /v1/pods/{name}/pause    {"seconds": S}: SIGSTOP now, SIGCONT after S seconds
     POST /v1/scale                {"replicas": N}
     POST /v1/rollout              {"set": {NAME: VALUE}, "unset": [NAME], "partition": P,
                                   "restart": bool}: a new template revision and/or partition
@@ -54,13 +56,29 @@ async def _events(request: web.Request) -> web.Response:
 
 async def _delete(request: web.Request) -> web.Response:
     body = await request.json() if request.can_read_body else {}
-    force = bool(body.get("force", False))
+    force, wipe = bool(body.get("force", False)), bool(body.get("wipe", False))
     name = request.match_info["name"]
     try:
-        code = await request.app[SUPERVISOR].delete_pod(name, force)
+        code = await request.app[SUPERVISOR].delete_pod(name, force, wipe)
     except PodError as exc:
         return _error(409, str(exc))
-    return web.json_response({"pod": name, "force": force, "exit_code": code})
+    return web.json_response({"pod": name, "force": force, "wipe": wipe, "exit_code": code})
+
+
+async def _pause(request: web.Request) -> web.Response:
+    body = await request.json() if request.can_read_body else {}
+    name = request.match_info["name"]
+    try:
+        seconds = float(body.get("seconds", 5.0))
+    except (TypeError, ValueError):
+        return _error(400, '"seconds" must be a number')
+    if not 0 < seconds <= 600:
+        return _error(400, '"seconds" must be above 0 and at most 600')
+    try:
+        request.app[SUPERVISOR].pause_pod(name, seconds)
+    except PodError as exc:
+        return _error(409, str(exc))
+    return web.json_response({"pod": name, "seconds": seconds})
 
 
 async def _scale(request: web.Request) -> web.Response:
@@ -115,6 +133,7 @@ async def serve_control(supervisor: Supervisor) -> web.AppRunner:
     app.router.add_get("/v1/cluster", _cluster)
     app.router.add_get("/v1/events", _events)
     app.router.add_post("/v1/pods/{name}/delete", _delete)
+    app.router.add_post("/v1/pods/{name}/pause", _pause)
     app.router.add_post("/v1/scale", _scale)
     app.router.add_post("/v1/rollout", _rollout)
     app.router.add_post("/v1/down", _down)
@@ -169,8 +188,16 @@ class ControlClient:
         data: list[dict[str, Any]] = await self._call("GET", "/v1/events")
         return data
 
-    async def delete_pod(self, name: str, force: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = await self._call("POST", f"/v1/pods/{name}/delete", {"force": force})
+    async def delete_pod(
+        self, name: str, force: bool = False, wipe: bool = False
+    ) -> dict[str, Any]:
+        body = {"force": force, "wipe": wipe}
+        data: dict[str, Any] = await self._call("POST", f"/v1/pods/{name}/delete", body)
+        return data
+
+    async def pause_pod(self, name: str, seconds: float) -> dict[str, Any]:
+        body = {"seconds": seconds}
+        data: dict[str, Any] = await self._call("POST", f"/v1/pods/{name}/pause", body)
         return data
 
     async def scale(self, replicas: int) -> dict[str, Any]:

@@ -126,6 +126,13 @@ class PodProcess:
     def running(self) -> bool:
         return self.process.returncode is None
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, frozen (a stalled node), until `resume`."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
     def _signal(self, sig: signal.Signals) -> None:
         if self.running:
             with contextlib.suppress(ProcessLookupError):

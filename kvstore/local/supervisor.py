@@ -146,16 +146,38 @@ class Supervisor:
         self._down = True
         self._wake.set()
 
-    async def delete_pod(self, name: str, force: bool = False) -> int:
+    async def delete_pod(self, name: str, force: bool = False, wipe: bool = False) -> int:
         """Delete a pod (SIGTERM and grace period, or SIGKILL with `force`) and return once its
-        process is gone, with its exit code; the controller then creates it again."""
+        process is gone, with its exit code; the controller then creates it again. With `wipe`
+        its volume goes too (a lost disk): the pod comes back on an empty data directory."""
+        pod = self._running(name)
+        # Shielded: a caller that goes away does not leave the pod half deleted.
+        work = self._terminate(pod, force, "delete-pod", wipe)
+        return int(await asyncio.shield(self._spawn(work)))
+
+    def pause_pod(self, name: str, seconds: float) -> None:
+        """Freeze a pod's process (SIGSTOP) for `seconds`, then let it go on (SIGCONT): a
+        stalled node, which neither answers nor dies."""
+        pod = self._running(name)
+        process = pod.process
+        assert process is not None
+        process.pause()
+        self.record(name, "paused", seconds=seconds)
+
+        async def resume() -> None:
+            await asyncio.sleep(seconds)
+            process.resume()
+            self.record(name, "resumed")
+
+        self._spawn(resume())
+
+    def _running(self, name: str) -> Pod:
         pod = next((p for p in self.pods.values() if p.name == name), None)
         if pod is None or pod.process is None:
             raise PodError(f"pod {name} is not running")
         if pod.terminating:
             raise PodError(f"pod {name} is already terminating")
-        # Shielded: a caller that goes away does not leave the pod half deleted.
-        return int(await asyncio.shield(self._spawn(self._terminate(pod, force, "delete-pod"))))
+        return pod
 
     def record(self, pod: str, event: str, **details: Any) -> None:
         entry = self.events.record(pod, event, **details)
@@ -340,7 +362,7 @@ class Supervisor:
         self.record(pod.name, "exited", exit_code=code, error=error, backoff=delay)
         self._wake.set()
 
-    async def _terminate(self, pod: Pod, force: bool, reason: str) -> int:
+    async def _terminate(self, pod: Pod, force: bool, reason: str, wipe: bool = False) -> int:
         process = pod.process
         assert process is not None
         pod.terminating, pod.ready = True, False
@@ -348,6 +370,10 @@ class Supervisor:
         self.record(pod.name, "deleting", force=force, reason=reason, revision=pod.revision)
         try:
             code = await (process.kill() if force else process.terminate(self.grace))
+            if wipe:  # before the pod is created again
+                path = self.layout.data_dir(pod.name)
+                shutil.rmtree(path, ignore_errors=True)
+                self.record(pod.name, "volume-deleted", reason="wipe", path=str(path))
         finally:
             pod.process, pod.terminating = None, False
             pod.crashes, pod.not_before = 0, 0.0

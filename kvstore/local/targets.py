@@ -9,6 +9,7 @@ controller's job, and what chaos measures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,9 @@ class Target(Protocol):
 
     async def replicas(self) -> int: ...
 
-    async def delete(self, pod: str, force: bool) -> None: ...
+    async def delete(self, pod: str, force: bool, wipe: bool = False) -> None: ...
+
+    async def pause(self, pod: str, seconds: float) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -80,9 +83,15 @@ class LocalTarget:
     async def replicas(self) -> int:
         return int((await self._cluster())["replicas"])
 
-    async def delete(self, pod: str, force: bool) -> None:
+    async def delete(self, pod: str, force: bool, wipe: bool = False) -> None:
         try:
-            await (await self._client()).delete_pod(pod, force)
+            await (await self._client()).delete_pod(pod, force, wipe)
+        except (NoCluster, PodError) as exc:
+            raise TargetError(str(exc)) from exc
+
+    async def pause(self, pod: str, seconds: float) -> None:
+        try:
+            await (await self._client()).pause_pod(pod, seconds)
         except (NoCluster, PodError) as exc:
             raise TargetError(str(exc)) from exc
 
@@ -109,6 +118,7 @@ class KubectlTarget:
     ) -> None:
         self.namespace, self.statefulset, self.selector = namespace, statefulset, selector
         self.port, self.kubectl = port, kubectl
+        self._resumes: set[asyncio.Task[None]] = set()
 
     async def run(self, args: Sequence[str]) -> str:
         """Run kubectl with `args` (and the namespace); its stdout, or TargetError."""
@@ -151,11 +161,25 @@ class KubectlTarget:
         data = json.loads(await self.run(["get", "statefulset", self.statefulset, "-o", "json"]))
         return int(data.get("spec", {}).get("replicas", 1))
 
-    async def delete(self, pod: str, force: bool) -> None:
+    async def delete(self, pod: str, force: bool, wipe: bool = False) -> None:
+        if wipe:  # the volume claim goes once its pod does; the StatefulSet makes a new one
+            await self.run(["delete", "pvc", f"data-{pod}", "--wait=false"])
         args = ["delete", "pod", pod, "--wait=false"]
         if force:
             args += ["--grace-period=0", "--force"]
         await self.run(args)
 
+    async def pause(self, pod: str, seconds: float) -> None:
+        """SIGSTOP the pod's server (its PID 1) for `seconds`, through kubectl exec."""
+        await self.run(["exec", pod, "--", "kill", "-STOP", "1"])
+
+        async def resume() -> None:
+            await asyncio.sleep(seconds)
+            with contextlib.suppress(TargetError):
+                await self.run(["exec", pod, "--", "kill", "-CONT", "1"])
+
+        self._resumes.add(task := asyncio.create_task(resume()))
+        task.add_done_callback(self._resumes.discard)
+
     async def close(self) -> None:
-        return None
+        await asyncio.gather(*self._resumes, return_exceptions=True)

@@ -4,13 +4,16 @@ most once), media types, JSON bounded before it is parsed, and bounded body read
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -18,6 +21,7 @@ from aiohttp import web
 from kvstore import errors as e
 
 log = logging.getLogger("kvstore.http")
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Every domain error maps to exactly one HTTP status here, and nowhere else.
@@ -31,6 +35,7 @@ STATUS: dict[type[e.KVError], int] = {
     e.Compacted: 410,
     e.PreconditionFailed: 412,
     e.TooLarge: 413,
+    e.TooManyWatches: 429,
     e.UnsupportedMediaType: 415,
     e.Internal: 500,
     e.NotReady: 503,
@@ -57,6 +62,7 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     431: "headers_too_large",
 }
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # unrolled: C-speed over long strings
 REQUEST_ID = "X-Request-Id"
 # A whole number in a parameter or header: ASCII digits only (int() would also take an
 # Arabic-Indic "1", "1_0", "+5" and " 5"), and few enough of them for a 64-bit seq or version.
@@ -299,6 +305,102 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
             raise e.TooLarge(f"{what} is over the limit of {limit} bytes", limit=limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def more_json_values_than(body: bytes, most: int) -> bool:
+    """Whether a JSON document holds more than `most` values, found without parsing it and
+    without copying it: what parsing allocates is about proportional to its values. Each value
+    but the first follows a comma or opens a container, so these count them from above; every
+    string is a value or a member's name, no more names than values, so quotes count them from
+    below; only in between are the structural bytes inside strings counted out, one string at a
+    time."""
+    upper = 1 + body.count(b",") + body.count(b"[") + body.count(b"{")
+    if upper <= most:
+        return False
+    if (body.count(b'"') - body.count(b'\\"')) // 4 > most:
+        return True
+    for match in _JSON_STRING.finditer(body):
+        start, end = match.span()
+        upper -= body.count(b",", start, end) + body.count(b"[", start, end)
+        upper -= body.count(b"{", start, end)
+    return upper > most
+
+
+class Stalled(ConnectionError):
+    """The reader of a long response took no byte for the write timeout: it was cut off."""
+
+
+class DeadlineWriter:
+    """Writes a long response (watch, stream, snapshot, backup). A reader that takes no byte for
+    `timeout` seconds is cut off: the connection is aborted (its unsent bytes dropped) and
+    Stalled raised, so that the handler lets go of what it holds (a read transaction, a buffer).
+    A slow reader that keeps taking bytes is not cut off."""
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse, timeout: float) -> None:
+        self.request, self.resp, self.timeout = request, resp, timeout
+        self.sent = 0
+
+    async def write(self, data: bytes) -> None:
+        self.sent += len(data)
+        transport = self.request.transport
+        if transport is not None:
+            _, high = transport.get_write_buffer_limits()
+            if transport.get_write_buffer_size() + len(data) < high:
+                await self.resp.write(data)  # it fits: the write cannot wait for the reader
+                return
+        try:
+            async with asyncio.timeout(self.timeout):  # one timer, no task
+                await self.resp.write(data)
+        except TimeoutError:
+            await self._wait_for_reader()
+
+    async def _wait_for_reader(self) -> None:
+        """The data is in the transport's buffer, which is not draining: wait while the reader
+        takes bytes, cut it off once it has taken none for `timeout` seconds."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the reader went away")
+        low, _ = transport.get_write_buffer_limits()
+        last, since = transport.get_write_buffer_size(), time.monotonic()
+        step = min(1.0, self.timeout / 4)
+        while True:
+            await asyncio.sleep(step)
+            if transport.is_closing():
+                raise ConnectionResetError("the reader went away")
+            size = transport.get_write_buffer_size()
+            if size <= low:
+                return
+            if size < last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= self.timeout:
+                transport.abort()
+                raise Stalled(
+                    f"the reader took no byte for {self.timeout:g}s ({size} bytes unsent)"
+                )
+
+
+def disconnected(request: web.Request) -> bool:
+    """True once the client's connection is closed or closing."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def while_connected(request: web.Request, work: Awaitable[T], poll: float = 1.0) -> T:
+    """Await `work`, cancelled (and ConnectionResetError raised) if the client goes away
+    meanwhile: a wait must not outlive the request it is for."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll)
+            if done:
+                return task.result()
+            if disconnected(request):
+                raise ConnectionResetError("the client went away")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def etag_version(value: str, header: str) -> int | None:

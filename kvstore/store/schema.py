@@ -21,17 +21,29 @@ CREATE TABLE IF NOT EXISTS changes (
     key TEXT NOT NULL,
     version INTEGER NOT NULL,
     value BLOB,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    term INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     epoch TEXT,
     seq INTEGER NOT NULL,
     digest TEXT NOT NULL,
-    keys INTEGER NOT NULL
+    keys INTEGER NOT NULL,
+    term INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO meta (id, epoch, seq, digest, keys) VALUES (1, NULL, 0, '0', 0);
+CREATE TABLE IF NOT EXISTS terms (
+    term INTEGER PRIMARY KEY,
+    start_seq INTEGER NOT NULL
+);
 """
+# Columns added since the first schema: (table, column, definition). A database made before
+# them gets them at open; its old rows take the default (term 0: before terms were recorded).
+ADDED_COLUMNS = (
+    ("changes", "term", "INTEGER NOT NULL DEFAULT 0"),
+    ("meta", "term", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 UPSERT = (
     "INSERT INTO kv (key, value, version, create_seq, mod_seq, hash) VALUES (?, ?, ?, ?, ?, ?) "
@@ -42,9 +54,14 @@ INSERT_KV = (
     "INSERT INTO kv (key, value, version, create_seq, mod_seq, hash) VALUES (?, ?, ?, ?, ?, ?)"
 )
 DELETE_KEY = "DELETE FROM kv WHERE key = ?"
-INSERT_CHANGE = "INSERT INTO changes (seq, op, key, version, value, ts) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_CHANGE = (
+    "INSERT INTO changes (seq, op, key, version, value, ts, term) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 UPDATE_META = "UPDATE meta SET epoch = ?, seq = ?, digest = ?, keys = ? WHERE id = 1"
 READ_META = "SELECT epoch, seq, digest, keys FROM meta WHERE id = 1"
+READ_TERMS = "SELECT term, start_seq FROM terms ORDER BY term"
+SET_TERM = "UPDATE meta SET term = ? WHERE id = 1"
+INSERT_TERM = "INSERT OR REPLACE INTO terms (term, start_seq) VALUES (?, ?)"
 GET = "SELECT value, version, mod_seq, create_seq FROM kv WHERE key = ?"
 LOOKUP_CHUNK = 512  # keys per lookup_many statement (SQLite allows 32766 parameters)
 
@@ -69,5 +86,18 @@ def connect(path: str, durability: str, *, readonly: bool = False) -> sqlite3.Co
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     else:
-        conn.executescript(SCHEMA)
+        migrate(conn)
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create what is missing: the tables of a new database, the columns added since an older
+    one was made."""
+    conn.executescript(SCHEMA)
+    for table, column, definition in ADDED_COLUMNS:
+        if column not in _columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}

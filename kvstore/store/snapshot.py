@@ -1,23 +1,25 @@
 """Snapshots: a consistent, streamed copy of a store, and its atomic install on another.
 
 Wire format (NDJSON, one object a line):
-  {"type": "header", "epoch", "seq", "digest", "keys"}
+  {"type": "header", "epoch", "seq", "digest", "keys", "term", "terms": [[term, start_seq], ...]}
   {"type": "rows", "rows": [[key, value_base64, version, create_seq, mod_seq], ...]}  (many)
   {"type": "end", "keys"}
 
 Producing reads inside one SQLite read transaction, so the copy is the store at exactly `seq`;
 rows come in key order. Installing replaces the whole store inside one write transaction on the
 writer connection: a crash at any point before COMMIT leaves the old data whole. The digest is
-recomputed from the rows and must equal the header's, or nothing is installed.
+recomputed from the rows and must equal the header's, or nothing is installed. The header's
+term table (absent from an older sender: no terms) is installed with the rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,10 +28,11 @@ from kvstore.errors import InvalidRequest
 from kvstore.model import DIGEST_MOD, digest_hex, entry_hash, hash_bytes
 from kvstore.store import schema
 from kvstore.store.store import Store
+from kvstore.store.terms import Terms, normalize
 from kvstore.store.txn import State
+from kvstore.wire import LINE_BYTES, ROW_FRAMING
 
 ROWS_PER_LINE = 2000
-LINE_BYTES = 4 << 20
 InstallProgress = Callable[[int, int], None]  # (keys installed, keys expected)
 T = TypeVar("T")
 
@@ -40,12 +43,14 @@ class Header:
     seq: int
     digest: str
     keys: int
+    term: int = 0
+    terms: Terms = ()
 
 
 HeaderCheck = Callable[[Header], None]  # raises to refuse a snapshot before it is installed
 
 
-async def produce(store: Store) -> AsyncIterator[bytes]:
+async def produce(store: Store) -> AsyncGenerator[bytes, None]:
     """Yield the snapshot's lines; the read transaction pins one consistent state. Rows go in
     key order, so that the installer appends to its key index instead of splitting pages all
     over it; each line is read and encoded in one trip to a reader thread of its own."""
@@ -79,22 +84,24 @@ class _Reader:
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn.execute("BEGIN")
         epoch, seq, digest, self.keys = self.conn.execute(schema.READ_META).fetchone()
+        (term,) = self.conn.execute("SELECT term FROM meta WHERE id = 1").fetchone()
+        terms = [list(row) for row in self.conn.execute(schema.READ_TERMS)]
         self.cursor = self.conn.execute(self.SQL)
-        return _line(
-            {"type": "header", "epoch": epoch, "seq": seq, "digest": digest, "keys": self.keys}
-        )
+        header = {"type": "header", "epoch": epoch, "seq": seq, "digest": digest}
+        return _line(header | {"keys": self.keys, "term": term, "terms": terms})
 
     def page(self) -> bytes | None:
-        """The next line of rows (at most ROWS_PER_LINE rows or about LINE_BYTES), None at the
-        end."""
+        """The next line of rows (at most ROWS_PER_LINE rows, and no more once LINE_BYTES of
+        keys and values are in it), None at the end. Rows are stepped one at a time, so that no
+        more are loaded than go in the line, however large the values."""
         assert self.cursor is not None
         out: list[list[Any]] = []
         size = 0
-        while size < LINE_BYTES and (rows := self.cursor.fetchmany(ROWS_PER_LINE - len(out))):
-            for k, v, ver, cs, ms in rows:
-                out.append([k, base64.b64encode(v).decode(), ver, cs, ms])
-                size += len(v) + len(k)
-            if len(out) >= ROWS_PER_LINE:
+        b2a = binascii.b2a_base64
+        for k, v, ver, cs, ms in self.cursor:
+            out.append([k, b2a(v, newline=False).decode(), ver, cs, ms])
+            size += len(v) + len(k) + ROW_FRAMING
+            if size >= LINE_BYTES or len(out) >= ROWS_PER_LINE:
                 break
         return _line({"type": "rows", "rows": out}) if out else None
 
@@ -122,7 +129,11 @@ def parse_header(line: bytes) -> Header:
         msg = json.loads(line)
         if msg.get("type") != "header":
             raise InvalidRequest("a snapshot starts with a header line")
-        return Header(str(msg["epoch"]), int(msg["seq"]), str(msg["digest"]), int(msg["keys"]))
+        terms = normalize(msg.get("terms") or ())
+        term = int(msg.get("term") or max((t for t, _ in terms), default=0))
+        return Header(
+            str(msg["epoch"]), int(msg["seq"]), str(msg["digest"]), int(msg["keys"]), term, terms
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidRequest(f"not a snapshot header: {line[:100]!r}") from None
 
@@ -142,7 +153,10 @@ async def install(
         conn.execute("DELETE FROM kv")
         conn.execute("DELETE FROM changes")
         async for line in lines:
-            kind, d_digest, n = _insert_line(conn, line)
+            try:
+                kind, d_digest, n = _insert_line(conn, line)
+            except (ValueError, KeyError, TypeError, AttributeError, sqlite3.IntegrityError) as exc:
+                raise InvalidRequest(f"a bad snapshot line ({type(exc).__name__}: {exc})") from None
             if kind == "end":
                 counts.ended = True
                 break
@@ -151,7 +165,18 @@ async def install(
                 progress(counts.keys, header.keys)
         _verify(header, counts.ended, counts.keys, counts.digest)
         conn.execute(schema.UPDATE_META, (header.epoch, header.seq, header.digest, header.keys))
-        return State(header.epoch, header.seq, counts.digest, counts.keys, header.seq)
+        conn.execute("DELETE FROM terms")
+        conn.executemany(schema.INSERT_TERM, header.terms)
+        conn.execute(schema.SET_TERM, (header.term,))
+        return State(
+            header.epoch,
+            header.seq,
+            counts.digest,
+            counts.keys,
+            header.seq,
+            header.term,
+            header.terms,
+        )
 
     await store.run_transaction(work)
     store.installed()

@@ -28,6 +28,7 @@ from kvstore.model import (
     hash_int,
 )
 from kvstore.store import schema
+from kvstore.store.terms import Terms, term_at
 
 Current = tuple[int, int, int] | None  # (version, hash, create_seq) of a key, None if absent
 
@@ -41,10 +42,17 @@ class State:
     digest: int = 0
     keys: int = 0
     pruned_upto: int = 0  # every change with seq <= this has left the log
+    term: int = 0  # the manager: the term it writes in; a follower: the highest term it knows
+    terms: Terms = ()  # ((term, start_seq), ...): see kvstore/store/terms.py
 
     @property
     def oldest_seq(self) -> int:
         return self.pruned_upto + 1
+
+    @property
+    def last_term(self) -> int:
+        """The term of the change at `seq` (the last applied one)."""
+        return term_at(self.terms, self.seq)
 
 
 class Budget:
@@ -141,7 +149,10 @@ class Txn:
         self._rows.clear()
 
     def state(self, epoch: str | None) -> State:
-        return State(epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned)
+        st = self.start
+        return State(
+            epoch, self.seq, self.digest % DIGEST_MOD, self.keys, self.pruned, st.term, st.terms
+        )
 
 
 async def stage_requests(txn: Txn, requests: list[WriteRequest]) -> None:

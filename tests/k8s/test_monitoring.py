@@ -19,6 +19,7 @@ ALERTS = {
     "KvstoreFollowerLagHigh",
     "KvstoreFollowerDisconnected",
     "KvstoreManagerDown",
+    "KvstoreReplicationDiverged",
     "KvstoreEpochMismatch",
 }
 METRIC = re.compile(r"\bkvstore_[a-z_]+")

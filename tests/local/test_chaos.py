@@ -142,3 +142,26 @@ def test_kubectl_target_drives_kubectl(cluster: LocalCluster, tmp_path: Path) ->
     graceful = [c for c in deletes if c[3:] == ["--wait=false"]]
     forced = [c for c in deletes if c[3:] == ["--wait=false", "--grace-period=0", "--force"]]
     assert graceful and forced and len(graceful) + len(forced) == len(deletes)
+
+
+@pytest.fixture
+def quick_restore_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    yield from started(LocalCluster(tmp_path, extra=["--env", "KV_RESTORE_WAIT=1"]))
+
+
+def test_chaos_wipes_the_managers_volume_and_pauses_pods(
+    quick_restore_cluster: LocalCluster,
+) -> None:
+    cluster = quick_restore_cluster
+    args = ["--duration", "24", "--interval", "2", "--wipe-manager", "--pause"]
+    code, report = chaos_json(cluster, *args, "--restore-wait", "1")
+    assert code == 0, json.dumps(report["violations"], indent=2) + cluster.logs()
+    wipes = [d for d in report["deletions"] if d["kind"] == "wipe"]
+    pauses = [d for d in report["deletions"] if d["kind"] == "pause"]
+    assert wipes and pauses, report["deletions"]
+    assert all(d["error"] is None for d in wipes + pauses)
+    assert all(d["pod"] == "kv-0" and d["held"] in ("kv-1", "kv-2") for d in wipes)
+    assert all(1 <= d["seconds"] <= 40 for d in pauses)
+    log = (cluster.root / "supervisor.log").read_text()  # what the supervisor did
+    assert "volume-deleted" in log and "reason=wipe" in log and "paused" in log, log[-2000:]
+    assert len({r["digest"] for r in report["replicas"].values()}) == 1

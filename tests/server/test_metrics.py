@@ -217,6 +217,7 @@ async def test_follower_counts_forwarded_writes_snapshots_and_lag(
     assert value(f, "kvstore_replication_lag_entries") == 0
     assert value(f, "kvstore_replication_connected") == 1
     assert value(f, "kvstore_replication_epoch_mismatch") == 0
+    assert value(f, "kvstore_replication_diverged") == 0
     assert value(f, "kvstore_replication_reconnects_total") == 0
     assert value(f, "kvstore_snapshots_installed_total") == 1
     installed = value(f, "kvstore_snapshot_installed_bytes_total")

@@ -311,6 +311,11 @@ function renderPods() {
       const td = cell(row, stream, "stream " + stream);
       if (st.replication && st.replication.last_error) td.title = st.replication.last_error;
       if (st.replication && st.replication.epoch_mismatch) td.textContent = "epoch mismatch";
+      if (st.diverged) {
+        td.textContent = `diverged at seq ${st.diverged.seq}`;
+        td.className = "stream diverged";
+        td.title = `${st.diverged.message} (kvstore repair status)`;
+      }
     }
     addressCell(row, pod);
     cell(row, age(st.uptime_seconds), "num");
