@@ -219,7 +219,8 @@ async def log_handler(request: web.Request) -> web.StreamResponse:
             oldest=store.state.oldest_seq,
         )
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
+    if not await h.start_body(resp, request):
+        return resp
     seq, st = from_seq, store.state
     while seq <= st.seq:
         batch = await store.read_changes(seq, limit=1000)

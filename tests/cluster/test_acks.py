@@ -27,8 +27,8 @@ from tests.server.test_api import make_client
 
 
 async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSServer) -> None:
-    dns.table.set_pod("kv-7", "127.0.0.7")  # acks count only for pods DNS lists
     client = await make_client(tmp_path, dns)
+    dns.table.set_pod("kv-7", "127.0.0.7")  # acks count only for pods DNS lists
     node = client.app[NODE]
     sent: asyncio.Queue[int] = asyncio.Queue()
 

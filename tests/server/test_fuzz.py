@@ -46,6 +46,8 @@ EXAMPLES = int(os.environ.get("KV_FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("KV_FUZZ_SEED", "20261201"))
 # Streams that never end by themselves; HEAD and the e2e tests cover them.
 ENDLESS = {"watch", "replicationStream"}
+# Operator actions that replace a pod's data on request: tested in tests/cluster.
+ACTIONS = {"repairResync", "repairRestoreFrom"}
 DOCUMENTED_5XX = {503, 504, 507}
 # The waits (`?timeout=`, up to an hour) are fixed short: a fuzz run is bounded in time.
 SHORT_WAIT = "0.1"
@@ -100,7 +102,7 @@ def fuzz(bases: dict[str, str], figures: Figures) -> None:
         for result in schema.get_all_operations():
             assert isinstance(result, Ok), result.err()
             operation = result.ok()
-            if operation.definition.raw.get("operationId") in ENDLESS:
+            if operation.definition.raw.get("operationId") in ENDLESS | ACTIONS:
                 continue
             names = {p.name for p in operation.query}
             fixed = {"timeout": SHORT_WAIT} if "timeout" in names else None
