@@ -22,6 +22,7 @@ from kvstore.model import digest_hex
 from kvstore.store.store import Store
 
 MEMBERS_TTL = 2.0  # seconds the set's members, as DNS lists them, are taken as known
+MEMBERS_RECHECK = 0.5  # a name not among them: DNS asked again, at most this often
 Check = tuple[bool, str]  # (passed, the line /readyz shows)
 
 
@@ -104,11 +105,11 @@ class Node:
                 retry_after=1,
             )
 
-    async def members(self) -> frozenset[str]:
-        """The other pods of the set, by name, as DNS lists them (looked up at most every
-        MEMBERS_TTL seconds). On the manager, the tracker is kept to these."""
+    async def members(self, max_age: float = MEMBERS_TTL) -> frozenset[str]:
+        """The other pods of the set, by name, as DNS lists them (looked up again once the last
+        answer is `max_age` seconds old). On the manager, the tracker is kept to these."""
         now = time.monotonic()
-        if self._members_at is None or now - self._members_at >= MEMBERS_TTL:
+        if self._members_at is None or now - self._members_at >= max_age:
             self._members_at = now
             peers = await self.discovery.peers()
             if peers:  # none: DNS failed or is catching up; keep what it said last
@@ -119,8 +120,10 @@ class Node:
 
     async def is_member(self, pod: str) -> bool:
         """Does `pod` name a follower of this set? Only then do its acks and streams count (a
-        made-up name would satisfy `ack=N` with no follower, and grow status and metrics)."""
-        return pod in await self.members()
+        made-up name would satisfy `ack=N` with no follower, and grow status and metrics). A
+        name not in the last answer is looked up again, soon: a pod that just (re)started
+        connects as soon as DNS lists it, and its stream is registered once, at its start."""
+        return pod in await self.members() or pod in await self.members(MEMBERS_RECHECK)
 
     def lag(self) -> dict[str, Any]:
         """How far behind the manager this replica may be: entries as last heard, and seconds
