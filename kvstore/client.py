@@ -90,6 +90,14 @@ class TooLarge(ClientError, errors.TooLarge):
     """413: key, value or txn over the server's limits."""
 
 
+class UnsupportedMediaType(ClientError, errors.UnsupportedMediaType):
+    """415: a POST body sent without the Content-Type the endpoint reads."""
+
+
+class InsufficientStorage(ClientError, errors.InsufficientStorage):
+    """507: the server's disk is full; nothing of the write was kept. Retry later."""
+
+
 class Unavailable(ClientError):
     """503: the replica cannot answer now (not ready, no manager, shutting down)."""
 
@@ -98,7 +106,16 @@ class WaitTimeout(ClientError, errors.WaitTimeout):
     """504: `ack=N` or `min_seq` did not hold in time (a write itself stays committed)."""
 
 
-_BY_CODE: dict[str, type[ClientError]] = {"invalid_key": InvalidKey}
+class UnknownOutcome(ClientError, errors.UnknownOutcome):
+    """504 `unknown_outcome`: a follower sent the write on to the manager and had no answer; it
+    may have been applied. Read the key, or retry with If-Match / If-None-Match (a txn with
+    if_version) so that a retry cannot apply it twice."""
+
+
+_BY_CODE: dict[str, type[ClientError]] = {
+    "invalid_key": InvalidKey,
+    "unknown_outcome": UnknownOutcome,
+}
 _BY_STATUS: dict[int, type[ClientError]] = {
     400: InvalidRequest,
     401: Unauthorized,
@@ -107,8 +124,10 @@ _BY_STATUS: dict[int, type[ClientError]] = {
     410: Compacted,
     412: PreconditionFailed,
     413: TooLarge,
+    415: UnsupportedMediaType,
     503: Unavailable,
     504: WaitTimeout,
+    507: InsufficientStorage,
 }
 _STATUS_OF_CODE = {cls.code: status for status, cls in _BY_STATUS.items() if cls.code != "error"}
 

@@ -88,6 +88,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KV_MAX_VALUE_BYTES", int, 1048576, "largest value; over it: 413", minimum=0),
     Setting("KV_MAX_TXN_OPS", int, 1000, "most ops in one txn; over it: 413", minimum=1),
     Setting(
+        "KV_MAX_TXN_BYTES",
+        int,
+        16777216,
+        "largest txn body; over it: 413, refused before it is parsed",
+        minimum=1,
+    ),
+    Setting(
+        "KV_MAX_WATCHES",
+        int,
+        1000,
+        "most watches open at once on this pod; over it: 429",
+        minimum=0,
+    ),
+    Setting(
+        "KV_WRITE_TIMEOUT",
+        float,
+        30.0,
+        "seconds a long response (watch, replication stream, snapshot, backup) may go without "
+        "its reader taking a byte before it is cut off",
+        "30",
+        minimum=0.1,
+    ),
+    Setting(
         "KV_AUTH_TOKEN",
         str,
         None,
@@ -116,6 +139,15 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds an empty manager waits for every peer DNS lists to answer before it restores",
         "30",
         minimum=0,
+    ),
+    Setting(
+        "KV_FORWARD_TIMEOUT",
+        float,
+        30.0,
+        "seconds a follower waits for the manager's answer to a forwarded write; past it: 504"
+        " unknown_outcome",
+        "30",
+        minimum=0.1,
     ),
     Setting(
         "KV_READY_MAX_LAG",
@@ -176,10 +208,14 @@ class Settings:
     max_key_bytes: int
     max_value_bytes: int
     max_txn_ops: int
+    max_txn_bytes: int
+    max_watches: int
+    write_timeout: float
     auth_token: str | None
     replication_token: str | None
     shutdown_timeout: float
     restore_wait: float
+    forward_timeout: float
     ready_max_lag: int
     log_format: str
     log_level: str

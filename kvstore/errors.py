@@ -42,6 +42,19 @@ class TooLarge(KVError):
     code = "too_large"
 
 
+# --- too many at once (429) -----------------------------------------------------------------
+class TooManyWatches(KVError):
+    code = "too_many_watches"
+
+
+# --- the body is not of a type the endpoint takes (415) --------------------------------------
+class UnsupportedMediaType(KVError):
+    """A POST body whose Content-Type is not the one the endpoint reads (application/json, or
+    application/x-ndjson for the acks stream). Details: `expected`."""
+
+    code = "unsupported_media_type"
+
+
 # --- missing (404) ---------------------------------------------------------------------------
 class KeyNotFound(KVError):
     code = "not_found"
@@ -93,9 +106,32 @@ class StoreClosed(KVError):
     code = "closed"
 
 
+# --- out of disk (507) ----------------------------------------------------------------------
+class InsufficientStorage(KVError):
+    """The database could not grow (SQLITE_FULL): nothing of the write was kept. The SQLite
+    error is the exception's cause. Details: `retry_after`."""
+
+    code = "insufficient_storage"
+
+
+# --- an error of ours, not of the request (500) ----------------------------------------------
+class Internal(KVError):
+    """Something failed that no input should cause; the log has the traceback under the
+    request id. Details: `request_id`."""
+
+    code = "internal"
+
+
 # --- waited and gave up (504) ----------------------------------------------------------------
 class WaitTimeout(KVError):
     code = "timeout"
+
+
+class UnknownOutcome(KVError):
+    """A follower sent a write on to the manager and had no answer (it stalled past the forward
+    timeout, or the connection broke once the request was sent): it may have been applied."""
+
+    code = "unknown_outcome"
 
 
 def _all(cls: type[KVError]) -> list[type[KVError]]:

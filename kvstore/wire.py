@@ -34,6 +34,17 @@ ACKS_PATH = "/v1/replication/acks"
 LOG_PATH = "/v1/replication/log"
 RESYNC_PATH = "/v1/repair/resync"
 RESTORE_FROM_PATH = "/v1/repair/restore-from"
+# A sender (snapshot pages, replication stream lines) closes a line once it holds this many
+# bytes of keys and values (each change or row counted with ROW_FRAMING more).
+LINE_BYTES = 4 << 20
+ROW_FRAMING = 64
+
+
+def longest_line(max_key_bytes: int, max_value_bytes: int) -> int:
+    """An upper bound on a line a sender writes: LINE_BYTES and then one more row, with each
+    value in base64 (4/3), each key JSON-escaped (at most 6 bytes a byte) and its framing."""
+    raw = LINE_BYTES + ROW_FRAMING + max_key_bytes + max_value_bytes
+    return 6 * raw + 4096
 
 
 async def iter_lines(
@@ -82,8 +93,9 @@ def ack_line(seq: int) -> bytes:
     return b'{"seq":%d}\n' % seq
 
 
-def encode_changes(changes: list[Change], seq: int, max_bytes: int = 4 << 20) -> list[bytes]:
-    """The changes as stream lines, a line holding up to about `max_bytes` of values."""
+def encode_changes(changes: list[Change], seq: int, max_bytes: int = LINE_BYTES) -> list[bytes]:
+    """The changes as stream lines, a line closed once it holds `max_bytes` of keys and values
+    (base64), each change counted with ROW_FRAMING more: a line is at most `longest_line`."""
     lines: list[bytes] = []
     rows: list[list[Any]] = []
     size = 0
@@ -91,7 +103,7 @@ def encode_changes(changes: list[Change], seq: int, max_bytes: int = 4 << 20) ->
     for c in changes:
         value = None if c.value is None else b2a(c.value, newline=False).decode()
         rows.append([c.seq, c.op, c.key, c.version, value, c.ts])
-        size += len(value or "") + len(c.key)
+        size += len(value or "") + len(c.key) + ROW_FRAMING
         if size >= max_bytes:
             lines.append(_changes_line(rows, seq))
             rows, size = [], 0

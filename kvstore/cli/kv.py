@@ -26,6 +26,7 @@ from kvstore.cli.exits import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_UNKNOWN,
     EXIT_USAGE,
     Sub,
     UsageError,
@@ -43,6 +44,8 @@ from kvstore.client import (
     TooLarge,
     TxnOp,
     Unauthorized,
+    UnknownOutcome,
+    UnsupportedMediaType,
     WaitTimeout,
 )
 
@@ -53,13 +56,16 @@ Action = Callable[[KVClient, argparse.Namespace], Awaitable[int]]
 
 def exit_code(exc: ClientError) -> int:
     """3 not found; 4 a condition did not hold (If-Match, If-None-Match, ack, min_seq);
+    5 the write may or may not have been applied (unknown_outcome);
     2 the request cannot be taken as written (bad key, too large, no or wrong token);
     1 anything else (unreachable, unavailable, server error)."""
     if isinstance(exc, KeyNotFound):
         return EXIT_NOT_FOUND
+    if isinstance(exc, UnknownOutcome):
+        return EXIT_UNKNOWN
     if isinstance(exc, PreconditionFailed | WaitTimeout):
         return EXIT_CONDITION
-    if isinstance(exc, InvalidRequest | TooLarge | Unauthorized):
+    if isinstance(exc, InvalidRequest | TooLarge | Unauthorized | UnsupportedMediaType):
         return EXIT_USAGE
     return EXIT_FAILED
 

@@ -41,10 +41,11 @@ from kvstore.model import Change
 from kvstore.store.backup import copy_database
 from kvstore.store.snapshot import Header
 from kvstore.store.terms import fork_point, normalize
+from kvstore.wire import ROW_FRAMING
 
 log = logging.getLogger("kvstore.follower")
 APPLY_CHUNK = 5000
-MAX_PENDING = 50_000
+MAX_PENDING_BYTES = 16 << 20  # read-ahead: bytes of keys and values received, not yet applied
 SnapshotHook = Callable[[SnapshotTaken], None]  # metrics: a snapshot was installed
 
 
@@ -237,47 +238,32 @@ class Follower:
         p.last_error = None
 
     async def _pump(self, lines: AsyncIterator[bytes]) -> None:
-        pending: list[Change] = []
-        arrived = asyncio.Event()
-        drained = asyncio.Event()
-        await first_error(
-            self._read(lines, pending, arrived, drained), self._apply(pending, arrived, drained)
-        )
+        pending = _ReadAhead()
+        await first_error(self._read(lines, pending), self._apply(pending))
 
-    async def _read(
-        self,
-        lines: AsyncIterator[bytes],
-        pending: list[Change],
-        arrived: asyncio.Event,
-        drained: asyncio.Event,
-    ) -> None:
+    async def _read(self, lines: AsyncIterator[bytes], pending: _ReadAhead) -> None:
         p = self.progress
         async for line in lines:
             msg = decode_line(line)
             p.last_heard = time.monotonic()
             p.manager_seq = max(p.manager_seq, int(msg.get("seq", 0)))
             if msg.get("t") == "c":
-                pending.extend(wire.decode_changes(msg))
-                arrived.set()
-                while len(pending) > MAX_PENDING:
-                    drained.clear()
-                    await drained.wait()
+                pending.add(wire.decode_changes(msg))
+                while pending.bytes > MAX_PENDING_BYTES:
+                    pending.drained.clear()
+                    await pending.drained.wait()
             elif self.store.state.seq >= p.manager_seq:
                 p.caught_up_at = time.monotonic()
         raise ManagerUnavailable("the manager closed the replication stream")
 
-    async def _apply(
-        self, pending: list[Change], arrived: asyncio.Event, drained: asyncio.Event
-    ) -> None:
+    async def _apply(self, pending: _ReadAhead) -> None:
         epoch = self.store.state.epoch
         assert epoch is not None
         while True:
-            await arrived.wait()
-            arrived.clear()
-            while pending:
-                batch = pending[:APPLY_CHUNK]
-                del pending[:APPLY_CHUNK]
-                drained.set()
+            await pending.arrived.wait()
+            pending.arrived.clear()
+            while pending.changes:
+                batch = pending.take(APPLY_CHUNK)
                 await self.store.apply(batch, epoch)
                 if self.store.state.seq >= self.progress.manager_seq:
                     self.progress.caught_up_at = time.monotonic()
@@ -423,6 +409,38 @@ class Follower:
         self.progress.snapshot_progress = (done, total)
         if total and (before is None or done * 10 // total > before[0] * 10 // max(total, 1)):
             log.info("snapshot: %d of %d keys (%d%%)", done, total, done * 100 // total)
+
+
+class _ReadAhead:
+    """Changes received and not yet applied, counted in bytes of keys and values: the reader
+    stops reading the stream while they are over MAX_PENDING_BYTES."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.sizes: list[int] = []
+        self.bytes = 0
+        self.arrived = asyncio.Event()
+        self.drained = asyncio.Event()
+
+    def add(self, changes: list[Change]) -> None:
+        sizes = [len(c.key) + len(c.value or b"") + ROW_FRAMING for c in changes]
+        self.changes.extend(changes)
+        self.sizes.extend(sizes)
+        self.bytes += sum(sizes)
+        self.arrived.set()
+
+    def take(self, most: int) -> list[Change]:
+        """Up to `most` changes, and no more once 1/4 of MAX_PENDING_BYTES is taken."""
+        n, size = 0, 0
+        while n < min(most, len(self.changes)) and (n == 0 or size < MAX_PENDING_BYTES // 4):
+            size += self.sizes[n]
+            n += 1
+        batch = self.changes[:n]
+        del self.changes[:n]
+        del self.sizes[:n]
+        self.bytes -= size
+        self.drained.set()
+        return batch
 
 
 def _is_refusal(exc: Exception) -> bool:

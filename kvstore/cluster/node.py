@@ -20,6 +20,8 @@ from kvstore.errors import NotReady
 from kvstore.model import digest_hex
 from kvstore.store.store import Store
 
+NEVER_CONNECTED_GRACE = 10.0  # seconds a follower may be without its manager and stay ready
+MEMBERS_TTL = 2.0  # seconds the set's members, as DNS lists them, are taken as known
 Check = tuple[bool, str]  # (passed, the line /readyz shows)
 
 
@@ -77,6 +79,8 @@ class Node:
     restore_blocked: bool = False  # peers disagree on the epoch: waiting for restore-from
     shutting_down: bool = False
     started_at: float = field(default_factory=time.time)
+    _members: frozenset[str] = frozenset()
+    _members_at: float | None = None  # monotonic time of the last lookup
 
     @property
     def is_manager(self) -> bool:
@@ -99,6 +103,24 @@ class Node:
                 "from the manager; retry shortly",
                 retry_after=1,
             )
+
+    async def members(self) -> frozenset[str]:
+        """The other pods of the set, by name, as DNS lists them (looked up at most every
+        MEMBERS_TTL seconds). On the manager, the tracker is kept to these."""
+        now = time.monotonic()
+        if self._members_at is None or now - self._members_at >= MEMBERS_TTL:
+            self._members_at = now
+            peers = await self.discovery.peers()
+            if peers:  # none: DNS failed or is catching up; keep what it said last
+                self._members = frozenset({p.name for p in peers} - {self.settings.pod_name})
+                if self.is_manager:
+                    self.tracker.retain(self._members)
+        return self._members
+
+    async def is_member(self, pod: str) -> bool:
+        """Does `pod` name a follower of this set? Only then do its acks and streams count (a
+        made-up name would satisfy `ack=N` with no follower, and grow status and metrics)."""
+        return pod in await self.members()
 
     def lag(self) -> dict[str, Any]:
         """How far behind the manager this replica may be: entries as last heard, and seconds
@@ -179,7 +201,7 @@ class Node:
     def _manager_status(self) -> dict[str, Any]:
         s, seq = self.settings, self.store.state.seq
         return {
-            "manager": {"url": f"http://{s.host}:{s.port}", "seq": seq, "connected": True},
+            "manager": {"url": f"http://{s.manager_fqdn}:{s.port}", "seq": seq, "connected": True},
             "followers": self.tracker.describe(seq),
             "restoring": self.restoring,
             "restore": {"note": self.restore_note, "blocked": self.restore_blocked},

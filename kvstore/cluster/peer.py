@@ -24,6 +24,8 @@ from kvstore.store.store import Store
 CONNECT_TIMEOUT = 3.0
 HEARTBEAT_TIMEOUT = 5.0  # no line from the manager for this long: the link is dead
 SNAPSHOT_READ_TIMEOUT = 30.0
+# A forwarded request carries the client's headers only, not aiohttp's defaults.
+FORWARD_SKIP_AUTO = ("Content-Type", "User-Agent", "Accept", "Accept-Encoding")
 
 
 class PeerError(KVError):
@@ -144,10 +146,19 @@ class PeerClient:
     async def forward(
         self, method: str, url: URL, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> Forwarded:
-        """Send a request on as it came (`url` already encoded); the answer as it came back."""
-        wait = aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT)
+        """Send a request on as it came (`url` already encoded, `headers` as they are: nothing
+        added but Host and the body's length); the answer as it came back. Connecting has its
+        own deadline (ConnectionTimeoutError: nothing was sent); `timeout` bounds the wait for
+        the answer once the request is on its way."""
+        wait = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=timeout)
         async with self.session.request(
-            method, url, data=body, headers=dict(headers), timeout=wait
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=wait,
+            skip_auto_headers=FORWARD_SKIP_AUTO,
+            allow_redirects=False,
         ) as resp:
             payload = await resp.read()
             return Forwarded(resp.status, payload, resp.headers)

@@ -20,7 +20,9 @@ class TrackedFollower:
 
 
 class FollowerTracker:
-    """On the manager: each follower's acked seq, and waiters for `ack=N`."""
+    """On the manager: each follower's acked seq, and waiters for `ack=N`. Its callers give it
+    only members of the set (`Node.is_member`), and `retain` drops those DNS no longer lists:
+    it holds at most one entry per pod of the set."""
 
     def __init__(self) -> None:
         self.followers: dict[str, TrackedFollower] = {}
@@ -32,6 +34,8 @@ class FollowerTracker:
         return self.followers[pod]
 
     def connected(self, pod: str, up: bool) -> None:
+        if not up and pod not in self.followers:
+            return  # dropped meanwhile (`retain`): nothing to count down
         info = self.info(pod)
         info.streams += 1 if up else -1
         if up:
@@ -41,6 +45,11 @@ class FollowerTracker:
         info = self.info(pod)
         info.acked_seq = max(info.acked_seq, seq)
         self._changed.set()
+
+    def retain(self, members: frozenset[str]) -> None:
+        """Forget the pods that are no longer members of the set."""
+        for pod in [p for p in self.followers if p not in members]:
+            del self.followers[pod]
 
     def count_at(self, seq: int) -> int:
         return sum(1 for f in self.followers.values() if f.acked_seq >= seq)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -19,11 +20,16 @@ from kvstore.server import routes
 from kvstore.server.forward import forward
 from kvstore.server.keys import METRICS, NODE
 from kvstore.server.routes import CLIENT
-from kvstore.store.feed import follow
+from kvstore.store.feed import Subscription, subscribe
+from kvstore.wire import LINE_BYTES
 
+log = logging.getLogger("kvstore.api")
 DEFAULT_WAIT = 5.0
-TXN_BODY_LIMIT = 64 * 1024 * 1024
+WATCH_HEARTBEAT = 2.0
 TXN_FIELDS = {"op", "key", "value", "if_version"}
+# An op is an object of at most len(TXN_FIELDS) members, and a comma after it; the document
+# around the ops adds a few values more.
+TXN_VALUES_PER_OP = 2 * len(TXN_FIELDS) + 2
 
 
 def _node(request: web.Request) -> Node:
@@ -58,9 +64,11 @@ def _conditions(request: web.Request) -> dict[str, Any]:
 
 
 def _ack_wait(request: web.Request) -> tuple[int, float]:
-    """`?ack=N&timeout=S`, checked before anything is written."""
+    """`?ack=N&timeout=S` (and `?redirect=`, a follower's), checked before anything is written,
+    alike on every pod."""
     if not request.query_string:
         return 0, DEFAULT_WAIT
+    h.bool_param(request, "redirect")
     n = h.int_param(request, "ack", 0, maximum=1000) or 0
     return n, h.float_param(request, "timeout", DEFAULT_WAIT)
 
@@ -113,12 +121,15 @@ async def _get_options(request: web.Request, node: Node) -> web.StreamResponse |
     consistency = request.query.get("consistency", "local")
     if consistency not in ("local", "manager"):
         raise InvalidRequest(f"consistency={consistency!r}: expected local or manager")
+    h.bool_param(request, "redirect")  # with consistency=manager, a follower's to read
     if consistency == "manager" and not node.is_manager:
         return await forward(node, request, b"")
     node.require_data()
     min_seq = h.int_param(request, "min_seq")
     if min_seq is not None:
-        await node.store.wait_for_seq(min_seq, h.float_param(request, "timeout", DEFAULT_WAIT))
+        timeout = h.float_param(request, "timeout", DEFAULT_WAIT)
+        if node.store.state.seq < min_seq:  # a wait ends with its request's connection
+            await h.while_connected(request, node.store.wait_for_seq(min_seq, timeout))
     return None
 
 
@@ -184,7 +195,7 @@ def _parse_op(index: int, raw: Any, node: Node) -> Op:
         raise InvalidRequest(f"{where}.key: expected a string")
     validate_key(key, node.settings.max_key_bytes)
     if_version = raw.get("if_version")
-    if if_version is not None and (type(if_version) is not int or if_version < 0):
+    if if_version is not None and not h.is_whole(if_version):
         raise InvalidRequest(f"{where}.if_version: expected a whole number >= 0")
     value = b""
     if kind == PUT:
@@ -211,16 +222,20 @@ def _decode_value(where: str, raw: Any, limit: int) -> bytes:
 
 
 def parse_txn(body: bytes, node: Node) -> list[Op]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    limit = node.settings.max_txn_ops
+    most = TXN_VALUES_PER_OP * (limit + 1)
+    if h.more_json_values_than(body, most):  # parsing them would cost far more than the body
+        raise TooLarge(
+            f"the txn body holds more than {most} JSON values: more than {limit} ops "
+            "(KV_MAX_TXN_OPS) can hold",
+            limit=limit,
+        )
+    doc = h.parse_json(body, "the txn body")
     if not isinstance(doc, dict) or not isinstance(doc.get("ops"), list):
         raise InvalidRequest('the body must be {"ops": [...]}')
     ops = doc["ops"]
     if not ops:
         raise InvalidRequest("ops is empty: a txn needs at least one op")
-    limit = node.settings.max_txn_ops
     if len(ops) > limit:
         raise TooLarge(
             f"the txn has {len(ops)} ops, over the limit of {limit} (KV_MAX_TXN_OPS)",
@@ -232,7 +247,8 @@ def parse_txn(body: bytes, node: Node) -> list[Op]:
 
 async def txn(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = await h.read_body(request, TXN_BODY_LIMIT, "the txn body")
+    h.require_media_type(request, "application/json")
+    body = await h.read_body(request, node.settings.max_txn_bytes, "the txn body")
     ops = parse_txn(body, node)
     ack = _ack_wait(request)
     if not node.is_manager:
@@ -267,24 +283,48 @@ async def watch(request: web.Request) -> web.StreamResponse:
             f"{node.store.state.oldest_seq}",
             oldest=node.store.state.oldest_seq,
         )
-    resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
-    with routes.tracked_stream(request), contextlib.suppress(ConnectionError):
-        await _watch_lines(node, resp, since, prefix)
+    store = node.store
+    with subscribe(store, prefix, kind="watch", limit=node.settings.max_watches) as sub:
+        resp = web.StreamResponse(headers=_headers(node) | {"Content-Type": "application/x-ndjson"})
+        if not await h.start_body(resp, request):
+            return resp
+        out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
+        try:
+            with routes.tracked_stream(request):
+                await _send_watch(sub, out, since)
+        except h.Stalled as exc:
+            request.app[METRICS].stream_cut("watch")
+            log.warning("watch of %r from %s cut off: %s", prefix, request.remote, exc)
+        except ConnectionError:
+            pass  # the watcher went away
     return resp
 
 
-async def _watch_lines(node: Node, resp: web.StreamResponse, since: int, prefix: str) -> None:
+async def _send_watch(sub: Subscription, out: h.DeadlineWriter, since: int) -> None:
+    store = sub.feed.store
     try:
-        async for batch in follow(node.store, since + 1, heartbeat=2.0):
-            if not batch:
-                await resp.write(b'{"heartbeat":true,"seq":%d}\n' % node.store.state.seq)
-                continue
-            lines = [json.dumps(change_json(c)) for c in batch if c.key.startswith(prefix)]
-            if lines:
-                await resp.write(("\n".join(lines) + "\n").encode())
-    except KVError as exc:
-        await resp.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
+        async for batch in sub.follow(since + 1, WATCH_HEARTBEAT):
+            if batch:
+                for chunk in _watch_lines(batch):
+                    await out.write(chunk)
+            else:
+                await out.write(b'{"heartbeat":true,"seq":%d}\n' % store.state.seq)
+    except KVError as exc:  # e.g. compacted while it lagged: the last line says so
+        await out.write(json.dumps(h.error_body(exc.code, exc.message)).encode() + b"\n")
+
+
+def _watch_lines(batch: list[Change]) -> Iterator[bytes]:
+    """The changes as watch lines, in writes of about LINE_BYTES at most."""
+    lines: list[str] = []
+    size = 0
+    for c in batch:
+        lines.append(json.dumps(change_json(c)))
+        size += len(lines[-1])
+        if size >= LINE_BYTES:
+            yield ("\n".join(lines) + "\n").encode()
+            lines, size = [], 0
+    if lines:
+        yield ("\n".join(lines) + "\n").encode()
 
 
 async def empty_key(request: web.Request) -> web.StreamResponse:

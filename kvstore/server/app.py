@@ -24,21 +24,38 @@ from kvstore.cluster.peer import PeerClient
 from kvstore.cluster.restore import restore_or_init
 from kvstore.config import Settings
 from kvstore.model import Change
-from kvstore.server import api, backup, health, logs, metrics, page, repair, replication
-from kvstore.server.httputil import errors_middleware
+from kvstore.server import (
+    api,
+    backup,
+    health,
+    logs,
+    metrics,
+    openapi,
+    page,
+    repair,
+    replication,
+)
+from kvstore.server.httputil import errors_middleware, query_middleware
 from kvstore.server.keys import FOLLOWER, METRICS, NODE, SESSION, SETTINGS, STORE, STREAMS
 from kvstore.server.routes import OPEN, auth_middleware
 from kvstore.server.routes import add as add_route
-from kvstore.store.backup import restore_into
+from kvstore.store.backup import remove_copies, restore_into
 from kvstore.store.store import Store
 
 log = logging.getLogger("kvstore.app")
-# Values can be up to KV_MAX_VALUE_BYTES, txns larger: handlers enforce their own limits.
-CLIENT_MAX_SIZE = 1 << 40
+# Handlers read bodies themselves, each against its route's limit; aiohttp's own limit (for any
+# read of a whole body) is the largest of them.
+BODY_SLACK = 64 * 1024
+
+
+def client_max_size(settings: Settings) -> int:
+    return max(settings.max_value_bytes, settings.max_txn_bytes) + BODY_SLACK
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
+    for name in remove_copies(s.data_dir):
+        log.info("removed %s, a backup copy left by an earlier process", name)
     if s.restore_from and restore_into(s.data_dir, s.restore_from):
         log.info("started from the backup %s", s.restore_from)
     store = Store(
@@ -109,8 +126,13 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     counters = metrics.Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware(counters), errors_middleware, auth_middleware],
-        client_max_size=CLIENT_MAX_SIZE,
+        middlewares=[
+            metrics.middleware(counters),
+            errors_middleware,
+            auth_middleware,
+            query_middleware,
+        ],
+        client_max_size=client_max_size(settings),
     )
     app[SETTINGS] = settings
     app[METRICS] = counters
@@ -125,6 +147,7 @@ def create_app(settings: Settings) -> web.Application:
     backup.add_routes(app)
     add_route(app, "GET", "/metrics", metrics.handler(counters), OPEN)
     page.add_routes(app)
+    openapi.add_routes(app)
     return app
 
 

@@ -45,6 +45,27 @@ def _seq(value: object) -> int | None:
 
 
 TEXT = "%(asctime)s %(levelname)-7s %(pod)s %(role)s seq=%(seq)s %(name)s: %(message)s"
+# Control characters (a line break above all) and Unicode line separators in a message are
+# written escaped: a value a client chose (`?pod=`, a key) can never start a line of its own.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one event per line: the message escaped; a traceback, ours, follows
+    on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
 
 
 _contexts: list[_Context] = []
@@ -65,7 +86,7 @@ def setup(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        fmt = logging.Formatter(TEXT)
+        fmt = TextFormatter(TEXT)
         fmt.converter = time.gmtime
         handler.setFormatter(fmt)
     root = logging.getLogger()

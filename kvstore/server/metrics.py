@@ -36,11 +36,13 @@ from kvstore.cluster.node import Node
 from kvstore.cluster.peer import SnapshotTaken
 from kvstore.model import DELETE, PUT, Change
 from kvstore.server.httputil import Handler
+from kvstore.store.feed import feed_of
 
 LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 MANAGER_SEQ = "the manager's seq (on a follower: as last heard from it)"
 _OP = attrgetter("op")
+CUT_KINDS = ("watch", "stream", "snapshot", "backup")
 
 
 class Metrics:
@@ -116,6 +118,15 @@ class Metrics:
             "time spent taking and installing snapshots",
             registry=None,
         )
+        self.streams_cut = Counter(
+            "kvstore_streams_cut_total",
+            "long responses cut off because their reader took no byte for KV_WRITE_TIMEOUT, "
+            "by kind (watch, stream, snapshot, backup)",
+            ["kind"],
+            registry=r,
+        )
+        for kind in CUT_KINDS:
+            self.streams_cut.labels(kind)
         self.manager_only = (self.txns, self.txn_ops)
         self.follower_only = (
             self.forwarded,
@@ -152,6 +163,9 @@ class Metrics:
         self.snapshots_installed.inc()
         self.snapshot_installed_bytes.inc(taken.bytes)
         self.snapshot_install_seconds.inc(taken.seconds)
+
+    def stream_cut(self, kind: str) -> None:
+        self.streams_cut.labels(kind).inc()
 
     def bind(self, node: Node) -> None:
         """Expose the role's counters, count the node's changes, and read its levels at scrape
@@ -202,6 +216,12 @@ class _NodeCollector(Collector):
                 f"size of the SQLite {what} file",
                 _size(node.store.path + suffix),
             )
+        yield _gauge(
+            "kvstore_watches", "watches open on this pod", feed_of(node.store).count("watch")
+        )
+        yield _gauge(
+            "kvstore_seq_waiters", "reads waiting for a min_seq right now", node.store.waiting
+        )
         yield from (_manager(node) if node.is_manager else _follower(node))
 
 

@@ -23,7 +23,6 @@ that lost its volume takes a snapshot from a follower):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 
@@ -91,32 +90,43 @@ async def stream(request: web.Request) -> web.StreamResponse:
     _check_stream(node, request, from_seq)
     pod = request.query.get("pod") or request.remote or "unknown"
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
+    if not await h.start_body(resp, request):
+        return resp
     st = node.store.state
     await resp.write(wire.hello_line(st.epoch, st.seq, node.settings.pod_name, st.term, st.terms))
-    node.tracker.connected(pod, True)
-    log.info("follower %s connected from seq %d", pod, from_seq)
+    # A name DNS does not list as one of the set's pods is served, but counts as no follower.
+    member = await node.is_member(pod)
+    if member:
+        node.tracker.connected(pod, True)
+        log.info("follower %s connected from seq %d", pod, from_seq)
+    else:
+        log.info("stream from seq %d for %s, not a member of the set: not counted", from_seq, pod)
+    out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
         with routes.tracked_stream(request):
-            await _send_changes(node, resp, from_seq)
+            await _send_changes(node, out, from_seq)
     except KVError as exc:  # e.g. compacted while it lagged: it will reconnect and resume
         log.info("follower %s stream ended: %s", pod, exc.message)
+    except h.Stalled as exc:
+        request.app[METRICS].stream_cut("stream")
+        log.warning("follower %s stream cut off after %d bytes: %s", pod, out.sent, exc)
     except ConnectionError:
         pass
     finally:
-        node.tracker.connected(pod, False)
+        if member:
+            node.tracker.connected(pod, False)
         log.info("follower %s disconnected", pod)
     return resp
 
 
-async def _send_changes(node: Node, resp: web.StreamResponse, from_seq: int) -> None:
+async def _send_changes(node: Node, out: h.DeadlineWriter, from_seq: int) -> None:
     async for batch in follow(node.store, from_seq, heartbeat=HEARTBEAT):
         seq = node.store.state.seq
         if batch:
             for line in wire.encode_changes(batch, seq):
-                await resp.write(line)
+                await out.write(line)
         else:
-            await resp.write(wire.heartbeat_line(seq, node.store.state.term))
+            await out.write(wire.heartbeat_line(seq, node.store.state.term))
 
 
 async def snapshot_handler(request: web.Request) -> web.StreamResponse:
@@ -127,49 +137,72 @@ async def snapshot_handler(request: web.Request) -> web.StreamResponse:
     if from_seq is not None:  # a follower that holds data: never over a history of its own
         _check_history(node, request, from_seq)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
-    sent, started = 0, time.monotonic()
+    if not await h.start_body(resp, request):
+        return resp
+    started = time.monotonic()
     to = request.query.get("pod") or request.remote
+    out = h.DeadlineWriter(request, resp, node.settings.write_timeout)
     try:
-        async for line in snapshot.produce(node.store):
-            sent += len(line)
-            await resp.write(line)
+        # Closed on the way out, whatever ends the loop: that ends the read transaction.
+        async with contextlib.aclosing(snapshot.produce(node.store)) as lines:
+            async for line in lines:
+                await out.write(line)
+    except h.Stalled as exc:
+        request.app[METRICS].stream_cut("snapshot")
+        log.warning("snapshot to %s cut off after %d bytes: %s", to, out.sent, exc)
+        return resp
     except ConnectionError as exc:
-        log.info("snapshot to %s cut off after %d bytes: %s", to, sent, exc)
+        log.info("snapshot to %s cut off after %d bytes: %s", to, out.sent, exc)
         return resp
     seconds = time.monotonic() - started
-    log.info("snapshot sent to %s: %d bytes in %.2fs", to, sent, seconds)
-    request.app[METRICS].snapshot_sent(sent, seconds)
+    log.info("snapshot sent to %s: %d bytes in %.2fs", to, out.sent, seconds)
+    request.app[METRICS].snapshot_sent(out.sent, seconds)
     return resp
 
 
 async def ack(request: web.Request) -> web.StreamResponse:
+    """One ack; counted only for a member of the set (see `Node.is_member`)."""
     node = _node(request)
-    try:
-        doc = await request.json()
-        pod, seq = str(doc["pod"]), int(doc["seq"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidRequest('expected {"pod": <name>, "seq": <applied seq>}') from None
-    node.tracker.ack(pod, seq)
-    return h.json_response({"ok": True})
+    h.require_media_type(request, "application/json")
+    body = await h.read_body(request, ACK_LINE_BYTES, "the ack")
+    doc = h.parse_json(body, "the ack")
+    if not isinstance(doc, dict) or not isinstance(doc.get("pod"), str):
+        raise InvalidRequest('expected {"pod": <name>, "seq": <applied seq>}')
+    pod, seq = doc["pod"], _seq(doc.get("seq"))
+    counted = await node.is_member(pod)
+    if counted:
+        node.tracker.ack(pod, seq)
+    return h.json_response({"ok": True, "counted": counted})
 
 
 async def acks(request: web.Request) -> web.StreamResponse:
     node = _node(request)
+    h.require_media_type(request, "application/x-ndjson")
     pod = request.query.get("pod")
     if not pod:
         raise InvalidRequest("expected ?pod=<follower's pod name>")
+    counted = False
     with routes.tracked_stream(request), contextlib.suppress(ConnectionError):
         async for line in wire.iter_lines(request.content, ACK_LINE_BYTES):
-            node.tracker.ack(pod, _ack_seq(line))
-    return h.json_response({"ok": True})
+            seq = _ack_seq(line)
+            counted = await node.is_member(pod)  # cached: DNS is asked at most every few s
+            if counted:
+                node.tracker.ack(pod, seq)
+    return h.json_response({"ok": True, "counted": counted})
 
 
 def _ack_seq(line: bytes) -> int:
-    try:
-        return int(json.loads(line)["seq"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidRequest('expected lines {"seq": <applied seq>}') from None
+    doc = h.parse_json(line, "an ack line")
+    if not isinstance(doc, dict):
+        raise InvalidRequest('expected lines {"seq": <applied seq>}')
+    return _seq(doc.get("seq"))
+
+
+def _seq(value: object) -> int:
+    if not h.is_whole(value):
+        raise InvalidRequest(f"seq={value!r}: expected the applied seq, a whole number >= 0")
+    assert isinstance(value, int)
+    return value
 
 
 async def log_handler(request: web.Request) -> web.StreamResponse:

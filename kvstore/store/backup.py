@@ -4,6 +4,7 @@ nothing or the whole copy)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -14,17 +15,56 @@ from kvstore.store import schema
 MAGIC = b"SQLite format 3\x00"
 
 
+COPY_SUFFIX = ".backup-"  # <database>.backup-<random>: a copy being made or sent
+
+
+class DatabaseCopy:
+    """A consistent copy of a database by `VACUUM INTO`: one read transaction from start to end,
+    so that commits meanwhile neither restart nor stop it (the backup API starts over at each
+    one). `run` in a thread; `interrupt` from any other stops it."""
+
+    def __init__(self, src_path: str, dest_path: str) -> None:
+        self.src_path, self.dest_path = src_path, dest_path
+        self.conn = sqlite3.connect(
+            f"file:{src_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+
+    def run(self) -> int:
+        """Make the copy; returns its size in bytes. sqlite3.OperationalError if interrupted."""
+        self.conn.execute("VACUUM INTO ?", (self.dest_path,))
+        return os.path.getsize(self.dest_path)
+
+    def interrupt(self) -> None:
+        self.conn.interrupt()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def copy_database(src_path: str, dest_path: str) -> int:
     """Copy the database consistently; returns the copy's size in bytes."""
-    src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
-    dest = sqlite3.connect(dest_path)
+    copy = DatabaseCopy(src_path, dest_path)
     try:
-        src.backup(dest, pages=4096)
-        dest.execute("PRAGMA journal_mode = DELETE")
+        return copy.run()
     finally:
-        dest.close()
-        src.close()
-    return os.path.getsize(dest_path)
+        copy.close()
+
+
+def copy_path(data_dir: str, token: str) -> str:
+    """Where a copy for a backup is made: on the data volume, next to the database."""
+    return os.path.join(data_dir, schema.DB_NAME + COPY_SUFFIX + token)
+
+
+def remove_copies(data_dir: str) -> list[str]:
+    """Remove what copies a process that stopped mid-backup left on the volume."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(data_dir):
+            if name.startswith(schema.DB_NAME + COPY_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(data_dir, name))
+                removed.append(name)
+    return removed
 
 
 def describe(path: str) -> dict[str, object]:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,9 +30,9 @@ from kvstore.store import schema
 from kvstore.store.store import Store
 from kvstore.store.terms import Terms, normalize
 from kvstore.store.txn import State
+from kvstore.wire import LINE_BYTES, ROW_FRAMING
 
 ROWS_PER_LINE = 2000
-LINE_BYTES = 4 << 20
 InstallProgress = Callable[[int, int], None]  # (keys installed, keys expected)
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ class Header:
 HeaderCheck = Callable[[Header], None]  # raises to refuse a snapshot before it is installed
 
 
-async def produce(store: Store) -> AsyncIterator[bytes]:
+async def produce(store: Store) -> AsyncGenerator[bytes, None]:
     """Yield the snapshot's lines; the read transaction pins one consistent state. Rows go in
     key order, so that the installer appends to its key index instead of splitting pages all
     over it; each line is read and encoded in one trip to a reader thread of its own."""
@@ -90,16 +91,17 @@ class _Reader:
         return _line(header | {"keys": self.keys, "term": term, "terms": terms})
 
     def page(self) -> bytes | None:
-        """The next line of rows (at most ROWS_PER_LINE rows or about LINE_BYTES), None at the
-        end."""
+        """The next line of rows (at most ROWS_PER_LINE rows, and no more once LINE_BYTES of
+        keys and values are in it), None at the end. Rows are stepped one at a time, so that no
+        more are loaded than go in the line, however large the values."""
         assert self.cursor is not None
         out: list[list[Any]] = []
         size = 0
-        while size < LINE_BYTES and (rows := self.cursor.fetchmany(ROWS_PER_LINE - len(out))):
-            for k, v, ver, cs, ms in rows:
-                out.append([k, base64.b64encode(v).decode(), ver, cs, ms])
-                size += len(v) + len(k)
-            if len(out) >= ROWS_PER_LINE:
+        b2a = binascii.b2a_base64
+        for k, v, ver, cs, ms in self.cursor:
+            out.append([k, b2a(v, newline=False).decode(), ver, cs, ms])
+            size += len(v) + len(k) + ROW_FRAMING
+            if size >= LINE_BYTES or len(out) >= ROWS_PER_LINE:
                 break
         return _line({"type": "rows", "rows": out}) if out else None
 

@@ -28,7 +28,15 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from kvstore.errors import Compacted, EpochMismatch, KVError, ShuttingDown, StoreClosed, WaitTimeout
+from kvstore.errors import (
+    Compacted,
+    EpochMismatch,
+    InsufficientStorage,
+    KVError,
+    ShuttingDown,
+    StoreClosed,
+    WaitTimeout,
+)
 from kvstore.model import DIGEST_MOD, Change, Entry, OpResult, WriteRequest, digest_hex
 from kvstore.store import schema
 from kvstore.store.terms import Terms, next_term, term_at
@@ -39,6 +47,7 @@ Listener = Callable[[list[Change]], None]
 SkipHook = Callable[[Change], bool]
 Stage = Callable[[sqlite3.Connection], Awaitable[State]]
 MAX_BATCH_OPS = 5000
+CHANGE_OVERHEAD = 64  # bytes a change costs beyond its key and value, when reads are sized
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Store:
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._counter = itertools.count()
+        self._gone = 0  # entries of _waiters whose wait ended without their seq
         self._wlock = asyncio.Lock()  # one write transaction at a time on the writer connection
         self._hold_reads = True  # point reads may share a read transaction (no write under way)
         self._closing = False
@@ -109,6 +119,7 @@ class Store:
         for fut in (f for _, _, f in self._waiters if not f.done()):
             fut.set_exception(StoreClosed("the store is closed"))
         self._waiters.clear()
+        self._gone = 0
         if self._scan is not None:
             await self._scan.close()
         if self._rconn is not None:
@@ -152,11 +163,19 @@ class Store:
                 listener(changes)
         while self._waiters and self._waiters[0][0] <= self.state.seq:
             _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
+            if fut.done():  # abandoned, and counted as such
+                self._gone = max(0, self._gone - 1)
+            else:
                 fut.set_result(None)
 
+    @property
+    def waiting(self) -> int:
+        """Reads waiting for a seq (`wait_for_seq`) right now."""
+        return sum(1 for _, _, fut in self._waiters if not fut.done())
+
     async def wait_for_seq(self, seq: int, timeout: float) -> None:
-        """Return once this store has applied `seq`; WaitTimeout after `timeout` seconds."""
+        """Return once this store has applied `seq`; WaitTimeout after `timeout` seconds. A wait
+        that ends otherwise (timeout, cancelled) leaves nothing behind."""
         self._check_open()
         if self.state.seq >= seq:
             return
@@ -164,13 +183,25 @@ class Store:
         heapq.heappush(self._waiters, (seq, next(self._counter), fut))
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.shield(fut)
+                await fut
         except TimeoutError:
             raise WaitTimeout(
                 f"this replica has applied seq {self.state.seq}, not yet {seq}, after {timeout:g}s",
                 applied_seq=self.state.seq,
                 min_seq=seq,
             ) from None
+        finally:
+            if fut.cancelled():  # timed out or cancelled: its entry goes, lazily
+                self._forget_waiter()
+
+    def _forget_waiter(self) -> None:
+        """Count one abandoned entry; rebuild the heap without them once they are half of it
+        (each rebuild is paid for by as many abandoned waits as it removes)."""
+        self._gone += 1
+        if self._gone * 2 >= len(self._waiters):
+            self._waiters = [w for w in self._waiters if not w[2].done()]
+            heapq.heapify(self._waiters)
+            self._gone = 0
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, key: str) -> Entry | None:
@@ -218,7 +249,9 @@ class Store:
         self, from_seq: int, limit: int = 1000, max_bytes: int = 8 << 20
     ) -> list[Change]:
         """Retained changes with seq >= from_seq: at most `limit`, and no more once `max_bytes`
-        of values are read. Compacted when from_seq has left the log."""
+        of keys and values are read (at least one change). Compacted when from_seq has left the
+        log. The sizes are read first (`length()` reads no blob), so that no more rows than fit
+        are ever loaded, however large their values."""
         self._check_open()
         assert self._scan is not None
         if from_seq < self.state.oldest_seq:
@@ -227,19 +260,29 @@ class Store:
                 f"{self.state.oldest_seq}",
                 oldest=self.state.oldest_seq,
             )
-        sql = (
-            "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? "
+        sizes_sql = (
+            "SELECT seq, length(key) + ifnull(length(value), 0) FROM changes WHERE seq >= ? "
             "ORDER BY seq LIMIT ?"
         )
-        changes: list[Change] = []
-        size = 0
-        async with self._scan.execute(sql, (from_seq, limit)) as cur:
-            while size < max_bytes and (rows := await cur.fetchmany(200)):
-                for row in rows:
-                    changes.append(Change(*row))
-                    size += len(row[4] or b"") + len(row[2])
-        if changes and changes[0].seq != from_seq:  # pruned while we read
-            raise Compacted(f"seq {from_seq} left the retained log", oldest=changes[0].seq)
+        async with self._scan.execute(sizes_sql, (from_seq, limit)) as cur:
+            sizes = list(await cur.fetchall())
+        if not sizes:
+            return []
+        last, total = sizes[0][0], 0
+        for seq, size in sizes:
+            total += size + CHANGE_OVERHEAD
+            if total > max_bytes and seq != sizes[0][0]:
+                break
+            last = seq
+        sql = (
+            "SELECT seq, op, key, version, value, ts FROM changes WHERE seq >= ? AND seq <= ? "
+            "ORDER BY seq"
+        )
+        async with self._scan.execute(sql, (from_seq, last)) as cur:
+            changes = [Change(*row) for row in await cur.fetchall()]
+        if not changes or changes[0].seq != from_seq:  # pruned while we read
+            oldest = changes[0].seq if changes else self.state.oldest_seq
+            raise Compacted(f"seq {from_seq} left the retained log", oldest=oldest)
         return changes
 
     # --- the write path: group commit ---------------------------------------------------------
@@ -311,16 +354,22 @@ class Store:
         self._release_reads()
         conn = self._wc
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                state = await stage(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    state = await stage(conn)
+                except BaseException:
+                    _rollback(conn)
+                    raise
             except BaseException:
-                _rollback(conn)
+                self._unlock()
                 raise
-        except BaseException:
-            self._unlock()
-            raise
-        await self._commit_releasing(self._commit_adopting, conn, state)
+            await self._commit_releasing(self._commit_adopting, conn, state)
+        except sqlite3.Error as exc:
+            full = storage_full(exc)
+            if full is None:
+                raise
+            raise full from exc
         return state
 
     def _release_reads(self) -> None:
@@ -435,7 +484,10 @@ class Store:
 
     # --- snapshots ---------------------------------------------------------------------------
     def installed(self) -> None:
-        """Called after a snapshot committed: wake the waiters."""
+        """Called after a snapshot committed: tell the listeners (with no changes: what they
+        hold is history) and wake the waiters."""
+        for listener in list(self._listeners):
+            listener([])
         self._publish([])
 
 
@@ -445,6 +497,18 @@ def _with_terms(changes: list[Change], terms: Terms) -> Iterable[tuple[Any, ...]
     last = term_at(terms, last_start)
     for c in changes:
         yield (*c, last if c.seq >= last_start else term_at(terms, c.seq))
+
+
+def storage_full(exc: sqlite3.Error) -> InsufficientStorage | None:
+    """For a write that failed because the disk (or the database's page limit) is full: the
+    domain error, 507 with Retry-After (the caller keeps `exc` as its cause); else None."""
+    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+        return None
+    return InsufficientStorage(
+        f"the database cannot grow ({exc}): nothing of the write was kept; free disk space "
+        "or grow the volume, and retry",
+        retry_after=5,
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

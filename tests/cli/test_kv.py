@@ -41,12 +41,15 @@ from kvstore.client import (
     TooLarge,
     TxnOp,
     Unavailable,
+    UnknownOutcome,
     WaitTimeout,
+    error_for,
 )
 from tests.test_client import Server, free_port, running_server
 
 Capture = pytest.CaptureFixture[bytes]
 KVSTORE = [sys.executable, "-m", "kvstore"]
+DOCS_CLI = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 # --- pure parts --------------------------------------------------------------------------------
@@ -174,6 +177,9 @@ def test_exit_codes_follow_the_documented_table() -> None:
     assert exit_code(KeyNotFound(404, "not_found", "x")) == exits.EXIT_NOT_FOUND
     assert exit_code(PreconditionFailed(412, "precondition_failed", "x")) == exits.EXIT_CONDITION
     assert exit_code(WaitTimeout(504, "timeout", "x")) == exits.EXIT_CONDITION
+    unknown = error_for(504, b'{"error":{"code":"unknown_outcome","message":"may have been"}}')
+    assert isinstance(unknown, UnknownOutcome) and exit_code(unknown) == exits.EXIT_UNKNOWN == 5
+    assert "| 5 | unknown outcome (504 `unknown_outcome`)" in DOCS_CLI.read_text()
     assert exit_code(InvalidKey(400, "invalid_key", "x")) == exits.EXIT_USAGE
     assert exit_code(TooLarge(413, "too_large", "x")) == exits.EXIT_USAGE
     assert exit_code(Unavailable(503, "not_ready", "x")) == exits.EXIT_FAILED

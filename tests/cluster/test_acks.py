@@ -27,6 +27,7 @@ from tests.server.test_api import make_client
 
 
 async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSServer) -> None:
+    dns.table.set_pod("kv-7", "127.0.0.7")  # acks count only for pods DNS lists
     client = await make_client(tmp_path, dns)
     node = client.app[NODE]
     sent: asyncio.Queue[int] = asyncio.Queue()
@@ -37,7 +38,12 @@ async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSSer
 
     try:
         request = asyncio.create_task(
-            client.post("/v1/replication/acks", params={"pod": "kv-7"}, data=lines())
+            client.post(
+                "/v1/replication/acks",
+                params={"pod": "kv-7"},
+                data=lines(),
+                headers={"Content-Type": "application/x-ndjson"},
+            )
         )
         for seq in (3, 9):
             sent.put_nowait(seq)
@@ -45,12 +51,21 @@ async def test_the_manager_takes_acks_as_they_arrive(tmp_path: Path, dns: DNSSer
             assert node.tracker.info("kv-7").acked_seq == seq and not request.done()
         sent.put_nowait(-1)
         resp = await request
-        assert resp.status == 200 and await resp.json() == {"ok": True}
+        assert resp.status == 200 and await resp.json() == {"ok": True, "counted": True}
         resp.release()
-        bad = await client.post("/v1/replication/acks", params={"pod": "kv-7"}, data=b"nope\n")
+        bad = await client.post(
+            "/v1/replication/acks",
+            params={"pod": "kv-7"},
+            data=b"nope\n",
+            headers={"Content-Type": "application/x-ndjson"},
+        )
         assert bad.status == 400
         bad.release()
-        missing_pod = await client.post("/v1/replication/acks", data=b'{"seq": 1}\n')
+        missing_pod = await client.post(
+            "/v1/replication/acks",
+            data=b'{"seq": 1}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        )
         assert missing_pod.status == 400
         missing_pod.release()
     finally:

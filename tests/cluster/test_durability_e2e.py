@@ -40,7 +40,8 @@ async def test_sigkill_mid_load_loses_no_acknowledged_write(tmp_path: Path) -> N
         await cluster.wait_until(halfway, 30, "kv-0 to pass seq 800")
         await cluster.kill(0)
         acked = await load
-        assert 800 <= len(acked.writes) < 2000 and acked.failures > 0
+        # seq 800 was committed; some of those answers may not have reached the clients yet
+        assert 0 < len(acked.writes) < 2000 and acked.failures > 0
         await cluster.restart(0)
         await cluster.wait_ready(0)
         await check_acked(cluster, 0, acked)

@@ -1,7 +1,8 @@
 """Render a kustomization: `kubectl kustomize` where kubectl exists, else a small renderer.
 
 The fallback knows only what k8s/ uses (resources, components, JSON 6902 patches targeted by
-kind and name) and refuses anything else, so it cannot silently render something different.
+kind and name, `images:` entries for pod templates) and refuses anything else, so it cannot
+silently render something different.
 Where kubectl exists, a test checks that both give the same objects.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 Obj = dict[str, Any]
-_KNOWN_KEYS = {"apiVersion", "kind", "resources", "components", "patches"}
+_KNOWN_KEYS = {"apiVersion", "kind", "resources", "components", "patches", "images"}
 _NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
@@ -78,7 +79,26 @@ def _build(root: Path, objs: list[Obj], kind: str) -> list[Obj]:
         objs = _build(root / entry, objs, "Component")
     for patch in data.get("patches", []):
         _apply_patch(root, patch, objs)
+    for image in data.get("images", []):
+        _set_image(root, image, objs)
     return objs
+
+
+def _set_image(root: Path, entry: Obj, objs: list[Obj]) -> None:
+    """kustomize's images transformer for the containers of pod templates and pods."""
+    if set(entry) - {"name", "newName", "newTag"}:
+        raise UnsupportedKustomization(f"{root}: image entry {entry} uses unsupported fields")
+    for obj in objs:
+        spec = obj.get("spec", {})
+        pod = spec.get("template", {}).get("spec") if obj["kind"] != "Pod" else spec
+        for container in (pod or {}).get("containers", []) + (pod or {}).get("initContainers", []):
+            name, _, tag = container["image"].partition(":")
+            if "/" in tag or "@" in container["image"]:
+                raise UnsupportedKustomization(f"{root}: image {container['image']!r}")
+            if name == entry["name"]:
+                new_tag = entry.get("newTag", tag)
+                new = entry.get("newName", name) + (f":{new_tag}" if new_tag else "")
+                container["image"] = new
 
 
 def _apply_patch(root: Path, patch: Obj, objs: list[Obj]) -> None:

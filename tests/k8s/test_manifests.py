@@ -110,11 +110,16 @@ def test_pdb_and_network_policy_cover_the_set(rendered: dict[str, list[Obj]], ta
     assert selects(match_labels(pdb["selector"]), pod_labels(sts))
     policy = one(objs, "NetworkPolicy", "kv")["spec"]
     assert selects(match_labels(policy["podSelector"]), pod_labels(sts))
-    [rule] = policy["ingress"]
-    peers = [match_labels(p["podSelector"]) for p in rule["from"] if "namespaceSelector" not in p]
+    peers = [
+        match_labels(p["podSelector"])
+        for rule in policy["ingress"]
+        for p in rule["from"]
+        if "podSelector" in p and "namespaceSelector" not in p
+    ]
     assert any(selects(p, pod_labels(sts)) for p in peers), "followers must reach the manager"
-    for port in rule["ports"]:
-        port_number(container, port["port"])
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            port_number(container, port["port"])
 
 
 def test_chaos_pods_are_clients_not_members(rendered: dict[str, list[Obj]]) -> None:
@@ -124,8 +129,12 @@ def test_chaos_pods_are_clients_not_members(rendered: dict[str, list[Obj]]) -> N
     assert not selects(match_labels(sts["spec"]["selector"]), job_labels)
     for svc in of_kind(objs, "Service"):
         assert not selects(svc["spec"]["selector"], job_labels), svc["metadata"]["name"]
-    [rule] = one(objs, "NetworkPolicy", "kv")["spec"]["ingress"]
-    peers = [match_labels(p["podSelector"]) for p in rule["from"] if "namespaceSelector" not in p]
+    peers = [
+        match_labels(p["podSelector"])
+        for rule in one(objs, "NetworkPolicy", "kv")["spec"]["ingress"]
+        for p in rule["from"]
+        if "podSelector" in p and "namespaceSelector" not in p
+    ]
     assert any(selects(p, job_labels) for p in peers), "the NetworkPolicy shuts chaos out"
 
 
@@ -290,7 +299,7 @@ def test_auth_component_wires_the_tokens(rendered: dict[str, list[Obj]]) -> None
 
 def test_docs_name_existing_paths() -> None:
     doc = (K8S.parent / "docs/kubernetes.md").read_text()
-    paths = set(re.findall(r"(?<![\w/])k8s/[\w./-]*\w", doc))
+    paths = set(re.findall(r"(?<![\w/-])k8s/[\w./-]*\w", doc))
     assert "k8s/overlays/kind" in paths
     missing = sorted(p for p in paths if not (K8S.parent / p).exists())
     assert not missing, f"docs/kubernetes.md names paths that do not exist: {missing}"

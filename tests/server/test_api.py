@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,25 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from kvstore import config
 from kvstore.local.dns import DNSServer
+from kvstore.server import routes
 from kvstore.server.app import create_app
+from kvstore.server.httputil import Handler
+
+JSON = {"Content-Type": "application/json"}
 
 
-async def make_client(tmp_path: Path, dns: DNSServer, **env: str) -> TestClient[Any, Any]:
+async def make_client(
+    tmp_path: Path,
+    dns: DNSServer,
+    *,
+    extra_routes: Sequence[tuple[str, str, Handler]] = (),
+    **env: str,
+) -> TestClient[Any, Any]:
+    """The real app on a test server; `extra_routes` (in the client group) are added first."""
     base = {"KV_POD_NAME": "kv-0", "KV_DATA_DIR": str(tmp_path), "KV_DNS_SERVER": dns.address}
     app = create_app(config.load(env={**base, **env}))
+    for method, path, handler in extra_routes:
+        routes.add(app, method, path, handler, routes.CLIENT)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     for _ in range(500):  # the manager answers 503 until its startup restore check is done
@@ -92,7 +105,9 @@ async def test_put_get_delete_and_headers(client: TestClient[Any, Any]) -> None:
         ("GET", "/v1/kv?limit=0", {}, 400, "invalid_request"),
         ("GET", "/v1/kv?values=perhaps", {}, 400, "invalid_request"),
         ("GET", "/v1/watch?since=abc", {}, 400, "invalid_request"),
-        ("POST", "/v1/txn", {"data": b"{not json"}, 400, "invalid_request"),
+        ("POST", "/v1/txn", {"data": b"{not json", "headers": JSON}, 400, "invalid_request"),
+        ("POST", "/v1/txn", {"data": b'{"ops": []}'}, 415, "unsupported_media_type"),
+        ("POST", "/v1/txn", {"data": b"[" * 100_000, "headers": JSON}, 400, "invalid_request"),
         ("POST", "/v1/txn", {"json": {"ops": []}}, 400, "invalid_request"),
         ("POST", "/v1/txn", {"json": [1, 2]}, 400, "invalid_request"),
         ("POST", "/v1/txn", {"json": {"ops": [{"op": "get", "key": "a"}]}}, 400, "invalid_request"),
