@@ -21,14 +21,14 @@ from kvstore.server import routes
 from kvstore.server.keys import FOLLOWER, NODE
 from kvstore.server.routes import CLIENT
 
+BODY_LIMIT = 64 * 1024
+
 
 async def _doc(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise InvalidRequest("the body is not JSON") from None
+    h.require_media_type(request, "application/json")
+    doc = h.parse_json(await h.read_body(request, BODY_LIMIT, "the body"), "the body")
     if not isinstance(doc, dict):
         raise InvalidRequest("the body must be a JSON object")
     return doc
