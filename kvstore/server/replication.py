@@ -220,6 +220,8 @@ async def log_handler(request: web.Request) -> web.StreamResponse:
         )
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
+    if request.method == "HEAD":
+        return resp
     seq, st = from_seq, store.state
     while seq <= st.seq:
         batch = await store.read_changes(seq, limit=1000)
