@@ -287,7 +287,12 @@ class Chaos:
                 continue
             paused = self.paused_now()
             running = sorted(p.name for p in self.pods if p.url and p.name not in paused)
+            fresh = not queue
             queue = [q for q in queue if q in running] or random.sample(running, len(running))
+            manager = self.manager()
+            if fresh and tick == 2 and self.args.wipe_manager and manager is not None:
+                # The first turn is the manager's (a wipe), while the set is still whole.
+                queue = [manager.name] + [q for q in queue if q != manager.name]
             if queue:
                 pod = queue.pop(0)
                 manager = self.manager()

@@ -31,6 +31,7 @@ async def make_client(
 ) -> TestClient[Any, Any]:
     """The real app on a test server; `extra_routes` (in the client group) are added first."""
     base = {"KV_POD_NAME": "kv-0", "KV_DATA_DIR": str(tmp_path), "KV_DNS_SERVER": dns.address}
+    base["KV_RESTORE_WAIT"] = "0"  # an empty manager asks the pods DNS lists once, no waiting
     app = create_app(config.load(env={**base, **env}))
     for method, path, handler in extra_routes:
         routes.add(app, method, path, handler, routes.CLIENT)

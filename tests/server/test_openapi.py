@@ -79,7 +79,8 @@ def test_documented_parameters_are_those_the_handlers_read() -> None:
     assert names[("PUT", "/v1/kv/{key}")] == {"ack", "timeout", "redirect"}
     assert names[("GET", "/v1/kv/{key}")] == {"consistency", "min_seq", "timeout", "redirect"}
     assert names[("GET", "/v1/kv")] == {"prefix", "start_after", "limit", "values"}
-    assert names[("GET", "/v1/replication/stream")] == {"from", "epoch", "pod", "term"}
+    assert names[("GET", "/v1/replication/stream")] == {"from", "epoch", "term", "pod"}
+    assert names[("GET", "/v1/replication/snapshot")] == {"from", "epoch", "term", "pod"}
 
 
 async def test_a_pod_serves_the_document(tmp_path: Path, dns: DNSServer) -> None:
