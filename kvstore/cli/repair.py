@@ -5,7 +5,7 @@
 - `repair export --pod kv-2 --out F [--from N]`: the changes the pod holds past the fork point
   (its own log, GET /v1/replication/log), as a txn file that `kvstore txn F` replays on the
   manager: the last state of each key they touch.
-- `repair resync --pod kv-2 [--out PATH]`: the pod writes a backup of its data (into its data
+- `repair resync --pod kv-2 [--out NAME]`: the pod writes a backup of its data (into its data
   directory, or PATH on its own filesystem), then takes a snapshot from the manager.
 - `repair restore-from --pod kv-N`: a manager that waits because its peers hold different epochs
   restores from that peer.
@@ -308,7 +308,12 @@ def register(sub: Sub) -> None:
     )
     resync = actions.add_parser("resync", help="back up a pod's data, then resync it")
     resync.add_argument("--pod", required=True, help="the pod, e.g. kv-2")
-    resync.add_argument("--out", help="the backup's path on the pod (default: its data dir)")
+    resync.add_argument(
+        "--out",
+        metavar="NAME",
+        help="the backup's file name in the pod's data directory (default: "
+        "resync-backup-seq<N>-<time>.db)",
+    )
     restore = actions.add_parser("restore-from", help="tell a waiting manager which peer to use")
     restore.add_argument("--pod", required=True, help="the peer to restore from, e.g. kv-1")
     for name, action in (

@@ -376,9 +376,8 @@ class Follower:
     async def _run_resync(self, job: _Resync) -> None:
         try:
             before = self.store.state
-            path = job.backup or os.path.join(
-                self.store.data_dir, f"resync-backup-seq{before.seq}-{int(time.time())}.db"
-            )
+            name = job.backup or f"resync-backup-seq{before.seq}-{int(time.time())}.db"
+            path = os.path.join(self.store.data_dir, name)  # a plain name, checked by the API
             size = await asyncio.to_thread(_backup, self.store.path, path)
             log.warning(
                 "resync: our data (seq %d) backed up to %s (%d bytes)", before.seq, path, size

@@ -40,8 +40,11 @@ async def resync(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest("resync is for a follower; this pod is the manager")
     doc = await _doc(request)
     backup = doc.get("backup")
-    if backup is not None and (not isinstance(backup, str) or not backup):
-        raise InvalidRequest('"backup" must be a file path')
+    if backup is not None and not _is_file_name(backup):
+        raise InvalidRequest(
+            '"backup" must be a file name (letters, digits, ".", "-", "_"; at most 128): '
+            "the backup is written in the pod's data directory, never elsewhere"
+        )
     return h.json_response(await follower.resync(backup))
 
 
@@ -55,6 +58,16 @@ async def restore_from(request: web.Request) -> web.StreamResponse:
     if not answer["accepted"]:
         raise InvalidRequest(f"restore-from: {answer['reason']}")
     return h.json_response(answer)
+
+
+def _is_file_name(name: object) -> bool:
+    """A plain file name: a client never chooses where on the pod's disk a file is written."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 128
+        and not name.startswith(".")
+        and all(c.isascii() and (c.isalnum() or c in ".-_") for c in name)
+    )
 
 
 def add_routes(app: web.Application) -> None:

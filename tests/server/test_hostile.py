@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import signal
 import sys
@@ -468,3 +469,17 @@ async def test_status_names_the_manager_by_its_stable_name(tmp_path: Path) -> No
         assert (await cluster.status(0))["manager"]["url"] == want
         async with cluster.session.get(cluster.url(0) + "/v1/status") as resp:
             assert "0.0.0.0" not in await resp.text()
+
+
+async def test_a_resync_backup_is_never_written_outside_the_data_directory(tmp_path: Path) -> None:
+    """The backup name a client gives is a plain file name: a path (absolute, relative, with
+    dot segments) is refused before anything is written or replaced."""
+    async with Cluster(tmp_path, replicas=2) as cluster:
+        follower = cluster.url(1)
+        outside = tmp_path / "outside.db"
+        for name in (str(outside), "../outside.db", "a/b.db", ".hidden", "x" * 200, "ü.db"):
+            body = json.dumps({"backup": name}).encode()
+            answer = await raw(follower, "POST", "/v1/repair/resync", JSON, body)
+            assert_error(answer, 400, "invalid_request")
+        assert not outside.exists()
+        assert not list(cluster.data_dir(1).glob("*outside*"))
