@@ -200,12 +200,6 @@ def read_endpoints(kube: Kube) -> list[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a follower without its manager for 10 s turns unready (kvstore's readiness grace), "
-    "so kv-read loses its endpoints; the readiness change of 'No silent divergence' fixes it",
-)
 def test_read_service_keeps_endpoints_without_the_manager(kube: Kube, cluster: ModuleType) -> None:
     """kv-0 gone for 20 s (the node cordoned, so its replacement stays Pending): kv-read keeps
     kv-1 and kv-2 all along, since followers that cannot reach the manager stay ready; that is
